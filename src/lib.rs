@@ -1,1 +1,27 @@
-//! batisync (skeleton)
+//! batisync keeps Batigest (SQL Server) and BatiSimply (REST) in step.
+//!
+//! The pipeline, module by module:
+//!
+//! - sources (pollers, one per source) capture changes into the [`outbox`], moving their
+//!   cursor in the same transaction;
+//! - [`outbox`] stores events durably in PostgreSQL: capture, ordered claim with leases,
+//!   ack/fail/retry, dead letters, re-drive;
+//! - [`dispatch`] runs N workers per flow that claim events and apply them to a target
+//!   through a [`dispatch::Handler`], deciding retry or dead in one place;
+//! - [`app`] supervises everything under one shutdown signal, with the [`admin`] HTTP
+//!   listener (health, readiness, metrics) and [`maintenance`] (lease rescue, pruning).
+//!
+//! Around them: [`settings`] (typed, layered configuration), [`db`] (pool, migrations),
+//! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`] and [`bench`].
+
+pub mod admin;
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod db;
+pub mod dispatch;
+pub mod maintenance;
+pub mod metrics;
+pub mod outbox;
+pub mod settings;
+pub mod telemetry;

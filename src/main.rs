@@ -1,1 +1,39 @@
-fn main() {}
+//! The `batisync` binary: parse the command line, load settings, run the command.
+
+use std::process::ExitCode;
+
+use batisync::app::{Application, shutdown_on_signals};
+use batisync::cli::{BenchCommand, Cli, Command};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("erreur / error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = batisync::settings::load(cli.config.as_deref(), std::env::vars())?;
+    batisync::telemetry::init(&settings.log)?;
+    match cli.command {
+        Command::Migrate => batisync::cli::migrate(&settings).await,
+        Command::Check => batisync::cli::check(&settings).await,
+        Command::Status => batisync::cli::status(&settings).await,
+        Command::Outbox(command) => batisync::cli::outbox(&settings, command).await,
+        Command::Bench(BenchCommand::Outbox(args)) => batisync::bench::run(&settings, &args).await,
+        Command::Run => {
+            let registry = batisync::metrics::init_prometheus()?;
+            let stop = shutdown_on_signals();
+            Application::build(settings, Some(registry))
+                .await?
+                .run_until_stopped(stop)
+                .await
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Command line: parsing and the commands that are not the long-running worker.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::outbox::{Outbox, inspect};
+use crate::settings::Settings;
+
+/// batisync: keeps Batigest and BatiSimply in step through a PostgreSQL outbox.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Settings file (TOML); environment variables BATISYNC__SECTION__KEY override it.
+    #[arg(long, global = true, env = "BATISYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations of the batisync schema.
+    Migrate,
+    /// Run the worker until SIGINT/SIGTERM.
+    Run,
+    /// Check that everything batisync needs is reachable and current.
+    Check,
+    /// Backlog per flow and status, oldest pending age, dead letters.
+    Status,
+    /// Inspect the outbox and re-drive dead letters.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Measure performance (not a test: prints figures).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Newest events first.
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        /// pending, in_flight, done, dead or superseded
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One event in full: payload, attempts, every error.
+    Show { id: i64 },
+    /// Send dead letters again (after fixing their cause).
+    Redrive {
+        /// Event ids to re-drive.
+        ids: Vec<i64>,
+        /// Re-drive every dead letter (of --flow if given).
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+        #[arg(long, requires = "all_dead")]
+        flow: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Capture then drain events through a no-op handler, in a scratch database.
+    Outbox(crate::bench::OutboxBenchArgs),
+}
+
+/// `batisync migrate`.
+///
+/// # Errors
+/// When PostgreSQL is unreachable or a migration fails.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&settings.postgres).await?;
+    crate::db::migrator()
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
+    let status = crate::db::migration_status(&pool).await?;
+    eprintln!(
+        "migrations appliquées / migrations applied: {}",
+        status.applied
+    );
+    Ok(())
+}
+
+/// `batisync check`: every step prints OK or what to fix.
+///
+/// # Errors
+/// When any check fails (after printing all of them).
+pub async fn check(settings: &Settings) -> anyhow::Result<()> {
+    let pool = match crate::db::connect(&settings.postgres).await {
+        Ok(pool) => {
+            eprintln!("[OK]     PostgreSQL joignable / reachable");
+            pool
+        }
+        Err(error) => {
+            eprintln!("[ÉCHEC]  {error}");
+            anyhow::bail!("check failed");
+        }
+    };
+    let status = crate::db::migration_status(&pool).await?;
+    if status.is_current() {
+        eprintln!(
+            "[OK]     schéma à jour / schema current ({} migrations)",
+            status.applied
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "[ÉCHEC]  schéma pas à jour / schema not current: pending {:?}, modified {:?} \
+         → lancez / run `batisync migrate`",
+        status.pending, status.modified
+    );
+    anyhow::bail!("check failed")
+}
+
+/// `batisync status`.
+///
+/// # Errors
+/// When PostgreSQL is unreachable.
+pub async fn status(settings: &Settings) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&settings.postgres).await?;
+    let lines = inspect::backlog(&pool).await?;
+    if lines.is_empty() {
+        println!("Rien en attente, aucune lettre morte / nothing waiting, no dead letters.");
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<10} {:>9} {:>14}",
+        "flow", "status", "events", "oldest age"
+    );
+    for line in &lines {
+        let age = line
+            .oldest_age_seconds
+            .map_or_else(String::new, |s| format_age(s as u64));
+        println!(
+            "{:<12} {:<10} {:>9} {:>14}",
+            line.flow, line.status, line.events, age
+        );
+    }
+    let dead: i64 = lines
+        .iter()
+        .filter(|l| l.status == "dead")
+        .map(|l| l.events)
+        .sum();
+    if dead > 0 {
+        println!(
+            "\n{dead} lettre(s) morte(s) / dead letter(s): `batisync outbox list --status dead`"
+        );
+    }
+    Ok(())
+}
+
+fn format_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3_600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+/// `batisync outbox …`.
+///
+/// # Errors
+/// When PostgreSQL is unreachable, or `show` names an unknown event.
+pub async fn outbox(settings: &Settings, command: OutboxCommand) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&settings.postgres).await?;
+    match command {
+        OutboxCommand::List {
+            flow,
+            status,
+            key,
+            limit,
+        } => {
+            let filter = inspect::ListFilter {
+                flow,
+                status,
+                key,
+                before_id: None,
+                limit,
+            };
+            for e in inspect::list(&pool, &filter).await? {
+                println!(
+                    "{:>8} {:<10} {:<16} {:<7} {:<10} att={} {} {}",
+                    e.id,
+                    e.flow,
+                    e.entity_key,
+                    e.operation,
+                    e.status,
+                    e.attempts,
+                    e.captured_at.format("%Y-%m-%d %H:%M:%S"),
+                    e.last_error.or(e.outcome).unwrap_or_default()
+                );
+            }
+        }
+        OutboxCommand::Show { id } => {
+            let detail = inspect::show(&pool, id)
+                .await?
+                .with_context(|| format!("aucun événement / no event with id {id}"))?;
+            print_detail(&detail)?;
+        }
+        OutboxCommand::Redrive {
+            ids,
+            all_dead,
+            flow,
+        } => {
+            anyhow::ensure!(all_dead || !ids.is_empty(), "give event ids or --all-dead");
+            let outbox = Outbox::new(pool);
+            let report = if all_dead {
+                outbox.redrive_all_dead(flow.as_deref()).await?
+            } else {
+                outbox.redrive(&ids).await?
+            };
+            println!("relancés / re-driven: {:?}", report.requeued);
+            if !report.superseded.is_empty() {
+                println!(
+                    "remplacés par un événement plus récent / superseded by a newer event: {:?}",
+                    report.superseded
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_detail(d: &inspect::EventDetail) -> anyhow::Result<()> {
+    let s = &d.summary;
+    println!("event      {}", s.id);
+    println!("flow/key   {} / {}", s.flow, s.entity_key);
+    println!(
+        "operation  {} (source version {})",
+        s.operation, d.source_version
+    );
+    println!("status     {} after {} attempt(s)", s.status, s.attempts);
+    println!("captured   {}", s.captured_at);
+    if let Some(at) = d.source_modified_at {
+        println!("modified   {at} (at the source)");
+    }
+    if let Some(by) = &d.locked_by {
+        println!("claimed by {by} until {:?}", d.locked_until);
+    }
+    if let Some(outcome) = &s.outcome {
+        println!("outcome    {outcome}");
+    }
+    println!("payload    {}", serde_json::to_string_pretty(&d.payload)?);
+    for f in &d.failures {
+        println!(
+            "attempt {} at {} [{}]: {}",
+            f.attempt, f.failed_at, f.kind, f.message
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Dispatchers: N workers per flow claim outbox events and hand them to the flow's
+//! [`Handler`], then record each outcome.
+//!
+//! A worker is a loop around one testable step, [`Dispatcher::try_dispatch_batch`].
+//! Retryability is decided in one place, [`Dispatcher::decide`], from the handler's
+//! [`DispatchError`] and the flow's [`RetryPolicy`].
+
+mod settings;
+mod worker;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+
+use crate::outbox::{Event, Failure, Outbox, OutboxError, RetryPolicy, notify::Wakers};
+
+pub use settings::DispatchSettings;
+pub use worker::{Runtime, spawn_workers};
+
+/// What a handler did with an event it applied; stored as the event's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// One short line for people: "created project 42", "skipped: BatiSimply is newer".
+    pub summary: String,
+}
+
+impl Applied {
+    pub fn new(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+        }
+    }
+}
+
+/// Why a handler could not apply an event. The variant decides what happens next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// Worth retrying later (network, timeout, 5xx, a locked row).
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help (bad data, 4xx): the event goes dead with this reason.
+    #[error("{0}")]
+    Permanent(String),
+    /// The target asked us to slow down; retry after the hint (or the backoff).
+    #[error("{message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+}
+
+/// Applies one event to a target. Implementations must be idempotent: an event may be
+/// applied again after a crash between the write and the ack.
+pub trait Handler: Send + Sync + 'static {
+    fn apply(&self, event: &Event) -> impl Future<Output = Result<Applied, DispatchError>> + Send;
+}
+
+/// What one step of a worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub claimed: usize,
+    pub applied: usize,
+    pub retried: usize,
+    pub dead: usize,
+}
+
+impl BatchOutcome {
+    pub fn is_empty(&self) -> bool {
+        self.claimed == 0
+    }
+}
+
+/// One worker's view of a flow: where to claim from, what to apply with, how to retry.
+pub struct Dispatcher<H> {
+    outbox: Outbox,
+    flow: String,
+    worker_id: String,
+    handler: Arc<H>,
+    settings: DispatchSettings,
+    policy: RetryPolicy,
+    wakers: Wakers,
+}
+
+/// The result of running the handler on one event.
+struct Attempt {
+    event: Event,
+    result: Result<Applied, (DispatchError, &'static str)>,
+    elapsed: Duration,
+}
+
+impl<H: Handler> Dispatcher<H> {
+    pub fn new(
+        outbox: Outbox,
+        flow: &str,
+        worker_id: String,
+        handler: Arc<H>,
+        settings: DispatchSettings,
+        wakers: Wakers,
+    ) -> Self {
+        let policy = settings.retry_policy();
+        Self {
+            outbox,
+            flow: flow.to_owned(),
+            worker_id,
+            handler,
+            settings,
+            policy,
+            wakers,
+        }
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Claims one batch, applies it and records the outcomes.
+    ///
+    /// # Errors
+    /// Database errors while claiming or recording; events already claimed are then
+    /// rescued when their lease expires.
+    pub async fn try_dispatch_batch(&self) -> Result<BatchOutcome, OutboxError> {
+        let events = self.claim().await?;
+        self.process(events).await
+    }
+
+    async fn claim(&self) -> Result<Vec<Event>, OutboxError> {
+        let lease = Duration::from_millis(self.settings.lease_ms);
+        self.outbox
+            .claim(&self.flow, &self.worker_id, self.settings.batch_size, lease)
+            .await
+    }
+
+    /// Applies claimed events concurrently (they all have distinct keys) and records
+    /// the outcomes in two statements.
+    async fn process(&self, events: Vec<Event>) -> Result<BatchOutcome, OutboxError> {
+        let claimed = events.len();
+        if claimed == 0 {
+            return Ok(BatchOutcome::default());
+        }
+        let attempts = futures::future::join_all(events.into_iter().map(|e| self.attempt(e))).await;
+        let mut done = Vec::with_capacity(claimed);
+        let mut failures = Vec::new();
+        let metrics = crate::metrics::get();
+        for attempt in attempts {
+            match attempt.result {
+                Ok(applied) => {
+                    let since = (chrono::Utc::now() - attempt.event.captured_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics.dispatched(&self.flow, attempt.elapsed, since);
+                    done.push((attempt.event.id, applied.summary));
+                }
+                Err((error, kind)) => {
+                    let failure = self.decide(&attempt.event, &error, kind);
+                    metrics.failed(
+                        &self.flow,
+                        kind,
+                        failure.retry_in.is_none(),
+                        attempt.elapsed,
+                    );
+                    log_failure(&attempt.event, &failure);
+                    failures.push(failure);
+                }
+            }
+        }
+        let dead = failures.iter().filter(|f| f.retry_in.is_none()).count();
+        let outcome = BatchOutcome {
+            claimed,
+            applied: done.len(),
+            retried: failures.len() - dead,
+            dead,
+        };
+        self.outbox.ack(&self.flow, &self.worker_id, &done).await?;
+        self.outbox
+            .fail(&self.flow, &self.worker_id, &failures)
+            .await?;
+        // Finishing events may unblock later events of the same keys, and a retry may be
+        // due before the idle workers' next poll: let them look.
+        self.wakers.wake(&self.flow);
+        Ok(outcome)
+    }
+
+    /// Runs the handler with a timeout, turning a panic into a failed attempt.
+    async fn attempt(&self, event: Event) -> Attempt {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.settings.handler_timeout_ms);
+        let apply = AssertUnwindSafe(self.handler.apply(&event)).catch_unwind();
+        let result = match tokio::time::timeout(timeout, apply).await {
+            Ok(Ok(Ok(applied))) => Ok(applied),
+            Ok(Ok(Err(error))) => {
+                let kind = error_kind(&error);
+                Err((error, kind))
+            }
+            Ok(Err(panic)) => Err((
+                DispatchError::Transient(format!("handler panicked: {}", panic_text(&panic))),
+                "panic",
+            )),
+            Err(_) => Err((
+                DispatchError::Transient(format!(
+                    "handler did not finish within {} ms",
+                    timeout.as_millis()
+                )),
+                "timeout",
+            )),
+        };
+        Attempt {
+            event,
+            result,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The one place that decides retry or dead.
+    fn decide(&self, event: &Event, error: &DispatchError, kind: &'static str) -> Failure {
+        let attempts = u32::try_from(event.attempts).unwrap_or(u32::MAX);
+        let unit = fastrand::f64();
+        let retry_in = match error {
+            DispatchError::Permanent(_) => None,
+            // Being throttled is not the event's fault: it never exhausts the budget.
+            DispatchError::RateLimited { retry_after, .. } => {
+                Some(self.policy.delay_with_hint(attempts, *retry_after, unit))
+            }
+            DispatchError::Transient(_) if self.policy.exhausted(attempts) => None,
+            DispatchError::Transient(_) => Some(self.policy.delay(attempts, unit)),
+        };
+        let message = match (error, retry_in) {
+            (DispatchError::Transient(m), None) => {
+                format!(
+                    "{m} (abandonné après {attempts} tentatives / gave up after {attempts} attempts)"
+                )
+            }
+            _ => error.to_string(),
+        };
+        Failure {
+            event_id: event.id,
+            kind,
+            message,
+            retry_in,
+        }
+    }
+}
+
+fn error_kind(error: &DispatchError) -> &'static str {
+    match error {
+        DispatchError::Transient(_) => "transient",
+        DispatchError::Permanent(_) => "permanent",
+        DispatchError::RateLimited { .. } => "rate_limited",
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_owned())
+}
+
+fn log_failure(event: &Event, failure: &Failure) {
+    match failure.retry_in {
+        Some(delay) => tracing::info!(
+            flow = %event.flow, key = %event.entity_key, event_id = event.id,
+            attempt = event.attempts, kind = failure.kind, retry_in_ms = delay.as_millis() as u64,
+            error = %failure.message, "attempt failed, will retry"),
+        None => tracing::warn!(
+            flow = %event.flow, key = %event.entity_key, event_id = event.id,
+            attempt = event.attempts, kind = failure.kind, error = %failure.message,
+            "event quarantined as dead letter"),
+    }
+}
