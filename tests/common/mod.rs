@@ -1,0 +1,112 @@
+//! Shared test helpers: a fresh PostgreSQL database per test, settings pointing at it,
+//! and small builders.
+#![allow(dead_code)]
+
+pub mod handler;
+
+use batisync::outbox::{NewEvent, Operation, Outbox};
+use batisync::settings::{PostgresSettings, Settings};
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// PostgreSQL the tests use: the cluster `scripts/postgres.sh` starts, unless
+/// BATISYNC_TEST_PG_HOST/PORT/USER/PASSWORD say otherwise.
+pub fn server_settings() -> PostgresSettings {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    PostgresSettings {
+        host: env("BATISYNC_TEST_PG_HOST", "127.0.0.1"),
+        port: env("BATISYNC_TEST_PG_PORT", "55432").parse().expect("BATISYNC_TEST_PG_PORT"),
+        user: env("BATISYNC_TEST_PG_USER", "batisync"),
+        password: Some(SecretString::from(env("BATISYNC_TEST_PG_PASSWORD", "batisync"))),
+        database: "postgres".into(),
+        max_connections: 20,
+        ..PostgresSettings::default()
+    }
+}
+
+/// A database of its own, migrated; dropped when the test ends well (leftovers are
+/// dropped by `.ci/run`).
+pub struct TestDb {
+    pub pool: PgPool,
+    pub settings: PostgresSettings,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin = batisync::db::connect(&server_settings())
+            .await
+            .expect("test PostgreSQL reachable (run scripts/postgres.sh)");
+        let name = format!("batisync_test_{:016x}", fastrand::u64(..));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let settings = PostgresSettings {
+            database: name.clone(),
+            ..server_settings()
+        };
+        let pool = batisync::db::connect(&settings).await.expect("connect test db");
+        batisync::db::migrator().run(&pool).await.expect("migrate");
+        Self { pool, settings, name }
+    }
+
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.pool.clone())
+    }
+
+    /// Settings of a whole application pointed at this database, admin on port 0.
+    pub fn app_settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.postgres = self.settings.clone();
+        settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+        settings
+    }
+
+    pub async fn status_counts(&self) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT status, count(*) FROM batisync.outbox GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn status_of(&self, id: i64) -> String {
+        sqlx::query_scalar("SELECT status FROM batisync.outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Pretends time passed: every pending retry becomes due now.
+    pub async fn make_retries_due(&self) {
+        sqlx::query("UPDATE batisync.outbox SET next_attempt_at = now() WHERE status = 'pending'")
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    pub async fn drop(self) {
+        self.pool.close().await;
+        if let Ok(admin) = batisync::db::connect(&server_settings()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+pub fn event(key: &str, version: u64) -> NewEvent {
+    NewEvent {
+        entity_key: key.to_owned(),
+        source_version: version.to_string(),
+        operation: Operation::Upsert,
+        payload: json!({ "key": key, "version": version }),
+        source_modified_at: None,
+    }
+}
