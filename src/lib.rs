@@ -1,1 +1,3 @@
 //! batisync (skeleton)
+
+pub mod batisimply;

@@ -1,0 +1,1 @@
+//! Client benchmark against the in-process simulator (placeholder, filled below).

@@ -1,0 +1,31 @@
+//! BatiSimply API client and simulator.
+//!
+//! Module map:
+//! - [`api`]: every path, parameter and JSON field name (wire structures);
+//! - [`settings`]: [`BatisimplySettings`];
+//! - [`client`] (+ `timeslots`, `check`): [`BatisimplyClient`] and its operations;
+//! - `auth`: token cache and renewal; `transport`: rate limit, retries, counters;
+//! - [`model`]: typed records and [`Listing`]; [`error`]: [`BatisimplyError`];
+//! - [`sim`]: in-memory HTTP simulator of the API and its token endpoint;
+//! - [`bench`]: client benchmark against the simulator.
+
+pub mod api;
+mod auth;
+pub mod bench;
+mod check;
+pub mod client;
+pub mod error;
+pub mod model;
+pub mod settings;
+pub mod sim;
+mod timeslots;
+mod transport;
+
+pub use check::{CheckReport, CheckStep, StepResult, explain};
+pub use client::BatisimplyClient;
+pub use error::{BatisimplyError, RecordError, TransientKind};
+pub use model::{
+    Address, GeoPoint, Listing, ManagementStatus, Money, NewProject, Project, ProjectId, TimeSlot,
+};
+pub use settings::{BatisimplySettings, Grant};
+pub use transport::ClientStats;
