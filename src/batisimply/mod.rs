@@ -1,13 +1,13 @@
 //! BatiSimply API client and simulator.
 //!
 //! Module map:
-//! - [`api`]: every path, parameter and JSON field name (wire structures);
-//! - [`settings`]: [`BatisimplySettings`];
-//! - [`client`] (+ `timeslots`, `check`): [`BatisimplyClient`] and its operations;
-//! - `auth`: token cache and renewal; `transport`: rate limit, retries, counters;
-//! - [`model`]: typed records and [`Listing`]; [`error`]: [`BatisimplyError`];
-//! - [`sim`]: in-memory HTTP simulator of the API and its token endpoint;
-//! - [`bench`]: client benchmark against the simulator.
+//! - [`api`] holds every path, parameter and JSON field name (wire structures);
+//! - [`settings`] holds [`BatisimplySettings`];
+//! - [`client`] (with `timeslots` and `check`) holds [`BatisimplyClient`] and its operations;
+//! - `auth` caches and renews tokens; `transport` applies rate limit, retries, counters;
+//! - [`model`] holds typed records and [`Listing`]; [`error`] holds [`BatisimplyError`];
+//! - [`sim`] is the in-memory HTTP simulator of the API and its token endpoint;
+//! - [`bench`] measures the client against the simulator.
 
 pub mod api;
 mod auth;

@@ -225,8 +225,8 @@ pub(crate) fn slot_for(project: &WireProject, start: DateTime<Utc>, n: usize) ->
         }),
         management_status: Some("PENDING".to_owned()),
         total_time_minutes: Some(240.0),
-        has_packed_lunch: Some(n % 2 == 0),
-        has_home_to_work_journey: Some(n % 3 == 0),
+        has_packed_lunch: Some(n.is_multiple_of(2)),
+        has_home_to_work_journey: Some(n.is_multiple_of(3)),
         ..WireTimeSlot::default()
     }
 }

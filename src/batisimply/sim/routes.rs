@@ -25,12 +25,11 @@ impl IntoResponse for SimReject {
     }
 }
 
-fn bad_request(message: &str) -> Response {
+fn bad_request(message: &str) -> SimReject {
     SimReject {
         status: StatusCode::BAD_REQUEST,
         message: message.to_owned(),
     }
-    .into_response()
 }
 
 /// Middleware: 401 unless a valid bearer token is sent.
@@ -61,7 +60,7 @@ fn query_number(
     query: &HashMap<String, String>,
     name: &str,
     default: usize,
-) -> Result<usize, Response> {
+) -> Result<usize, SimReject> {
     query.get(name).map_or(Ok(default), |v| {
         v.parse()
             .map_err(|_| bad_request(&format!("invalid {name}")))
@@ -78,7 +77,7 @@ pub(crate) async fn list_projects(
         query_number(&query, api::PARAM_SIZE, 20),
     ) {
         (Ok(page), Ok(size)) => (page, size.clamp(1, api::MAX_PAGE_SIZE as usize)),
-        (Err(response), _) | (_, Err(response)) => return response,
+        (Err(reject), _) | (_, Err(reject)) => return reject.into_response(),
     };
     let projects = state.projects();
     let total = projects.len();
@@ -136,7 +135,7 @@ pub(crate) async fn get_project(
     }
 }
 
-fn parse_project(body: &Bytes) -> Result<WireProject, Response> {
+fn parse_project(body: &Bytes) -> Result<WireProject, SimReject> {
     serde_json::from_slice(body).map_err(|e| bad_request(&format!("Invalid JSON: {e}")))
 }
 
@@ -145,7 +144,7 @@ pub(crate) async fn create_project(State(state): State<Arc<SimState>>, body: Byt
     match parse_project(&body).map(|p| state.create_project(p)) {
         Ok(Ok(project)) => (StatusCode::CREATED, axum::Json(project)).into_response(),
         Ok(Err(reject)) => reject.into_response(),
-        Err(response) => response,
+        Err(reject) => reject.into_response(),
     }
 }
 
@@ -154,11 +153,11 @@ pub(crate) async fn update_project(State(state): State<Arc<SimState>>, body: Byt
     match parse_project(&body).map(|p| state.update_project(p)) {
         Ok(Ok(project)) => axum::Json(project).into_response(),
         Ok(Err(reject)) => reject.into_response(),
-        Err(response) => response,
+        Err(reject) => reject.into_response(),
     }
 }
 
-fn instant(query: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, Response> {
+fn instant(query: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, SimReject> {
     let raw = query
         .get(name)
         .ok_or_else(|| bad_request(&format!("Required parameter '{name}' is not present")))?;
@@ -180,11 +179,11 @@ pub(crate) async fn list_slots(
     let slots = match since_param.filter(|p| query.contains_key(p)) {
         Some(param) => match instant(&query, &param) {
             Ok(since) => state.slots_where(|s| s.last_modified_date.is_some_and(|m| m >= since)),
-            Err(response) => return response,
+            Err(reject) => return reject.into_response(),
         },
         None => match window_slots(&state, &query) {
             Ok(slots) => slots,
-            Err(response) => return response,
+            Err(reject) => return reject.into_response(),
         },
     };
     let share = state.faults().share_malformed_records;
@@ -192,10 +191,10 @@ pub(crate) async fn list_slots(
         .iter()
         .filter_map(|s| serde_json::to_value(s).ok())
         .map(|mut v| {
-            if state.chance(share) {
-                if let Value::Object(map) = &mut v {
-                    map.remove(api::slot_fields::START_DATE);
-                }
+            if let Value::Object(map) = &mut v
+                && state.chance(share)
+            {
+                map.remove(api::slot_fields::START_DATE);
             }
             v
         })
@@ -206,16 +205,18 @@ pub(crate) async fn list_slots(
 fn window_slots(
     state: &SimState,
     query: &HashMap<String, String>,
-) -> Result<Vec<WireTimeSlot>, Response> {
+) -> Result<Vec<WireTimeSlot>, SimReject> {
     let start = instant(query, api::PARAM_START_DATE)?;
     let end = instant(query, api::PARAM_END_DATE)?;
     if end < start {
         return Err(bad_request("endDate must not be before startDate"));
     }
-    if let Some(days) = state.config.max_window_days {
-        if end - start > chrono::Duration::days(i64::from(days)) {
-            return Err(bad_request("Requested range too large"));
-        }
+    let max_window = state
+        .config
+        .max_window_days
+        .map(|d| chrono::Duration::days(i64::from(d)));
+    if max_window.is_some_and(|max| end - start > max) {
+        return Err(bad_request("Requested range too large"));
     }
     Ok(state.slots_where(|s| s.start_date.is_some_and(|d| d >= start && d < end)))
 }
