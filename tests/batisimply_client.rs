@@ -528,3 +528,12 @@ async fn secrets_never_appear_in_logs_debug_output_or_error_messages() {
         assert!(!text.contains("Zebra"), "secret leaked: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn bench_client_against_the_simulator() {
+    let report = batisync::batisimply::bench::bench_client(&Default::default())
+        .await
+        .expect("bench runs");
+    println!("{report}");
+}
