@@ -470,6 +470,106 @@ async fn check_passes_against_the_simulator_and_explains_an_unreachable_server()
     );
 }
 
+#[tokio::test]
+async fn the_client_credentials_grant_obtains_a_token_without_a_user() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    let settings = BatisimplySettings {
+        grant: batisync::batisimply::Grant::ClientCredentials,
+        username: String::new(),
+        password: String::new().into(),
+        ..settings_for(&sim)
+    };
+
+    // Act
+    let listed = client(settings).list_projects().await;
+
+    // Assert
+    assert!(listed.is_ok(), "{listed:?}");
+    assert_eq!(sim.stats().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn a_malformed_json_body_is_a_decode_error() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    sim.seed_projects(2);
+    let client = client(settings_for(&sim));
+    client.authenticate().await.expect("login");
+    sim.update_faults(|f| f.share_malformed_json = 1.0);
+
+    // Act
+    let err = client.list_projects().await.expect_err("garbage body");
+
+    // Assert
+    assert!(matches!(err, BatisimplyError::Decode { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_admin_http_surface_sets_faults_and_edits_projects() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    let id = sim.seed_projects(1)[0].id;
+    let http = reqwest::Client::new();
+    let admin = |path: &str| format!("{}/__admin{path}", sim.base_url);
+
+    // Act
+    let faults = Faults {
+        latency_ms: 5,
+        ..Faults::default()
+    };
+    let put = http
+        .put(admin("/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .expect("put faults");
+    let patch = http
+        .patch(admin(&format!("/projects/{id}")))
+        .json(&serde_json::json!({ "projectName": "Renamed on site" }))
+        .send()
+        .await
+        .expect("patch project");
+    let stats: serde_json::Value = http
+        .get(admin("/stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+
+    // Assert
+    assert!(put.status().is_success() && patch.status().is_success());
+    assert_eq!(sim.faults().latency_ms, 5);
+    assert_eq!(
+        sim.projects()[0].data.name.as_deref(),
+        Some("Renamed on site")
+    );
+    assert!(stats.get("served429").is_some());
+}
+
+#[tokio::test]
+async fn the_simulator_state_survives_a_restart_through_its_state_file() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = SimConfig {
+        state_file: Some(dir.path().join("sim.json")),
+        ..SimConfig::default()
+    };
+    let first = start_sim_with(config.clone(), Faults::default()).await;
+    first.seed_projects(3);
+    first.seed_slots(2);
+    first.shutdown().await;
+
+    // Act
+    let second = start_sim_with(config, Faults::default()).await;
+
+    // Assert
+    assert_eq!(second.projects().len(), 3);
+    assert_eq!(second.slots().len(), 2);
+}
+
 /// Captures formatted log lines.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);

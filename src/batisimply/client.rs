@@ -10,7 +10,8 @@ use tokio::sync::RwLock;
 use super::api::{self, WireProject};
 use super::auth::{Auth, Bearer};
 use super::error::{BatisimplyError, RawResponse};
-use super::model::{Listing, NewProject, Project, ProjectId, parse_list, parse_one};
+use super::model::{Listing, NewProject, Project, ProjectId};
+use super::parse::{parse_list, parse_one};
 use super::settings::BatisimplySettings;
 use super::transport::{ClientStats, Counters, Transport};
 
@@ -45,6 +46,15 @@ impl Call<'_> {
             query: Vec::new(),
             body: None,
         }
+    }
+}
+
+impl std::fmt::Debug for BatisimplyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatisimplyClient")
+            .field("api_base_url", &self.inner.api_base)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,6 +103,7 @@ impl BatisimplyClient {
     }
 
     /// Sends an authenticated call; a 401 triggers one renewal and one retry.
+    #[tracing::instrument(skip_all, fields(method = %call.method, path = %call.path), err(level = "debug"))]
     pub(crate) async fn call(&self, call: &Call<'_>) -> Result<RawResponse, BatisimplyError> {
         let inner = &self.inner;
         let bearer = inner.auth.bearer(&inner.transport).await?;
@@ -179,7 +190,7 @@ impl BatisimplyClient {
     ///
     /// # Errors
     /// [`BatisimplyError::Permanent`] with status 404 when it does not exist.
-    #[tracing::instrument(skip_all, fields(id), err)]
+    #[tracing::instrument(skip_all, fields(id = id), err)]
     pub async fn get_project(&self, id: ProjectId) -> Result<Project, BatisimplyError> {
         let raw = self.call(&Call::get(api::project_path(id))).await?;
         parse_one(&raw.body)
@@ -189,7 +200,7 @@ impl BatisimplyClient {
     ///
     /// # Errors
     /// Errors of [`Self::list_projects`] when the cache must be refreshed.
-    #[tracing::instrument(skip_all, fields(code), err)]
+    #[tracing::instrument(skip_all, fields(code = code), err)]
     pub async fn find_project_by_code(
         &self,
         code: &str,
@@ -215,7 +226,7 @@ impl BatisimplyClient {
     ///
     /// # Errors
     /// [`BatisimplyError::Permanent`] (404 unknown id, 422 validation…).
-    #[tracing::instrument(skip_all, fields(id, code = %project.code), err)]
+    #[tracing::instrument(skip_all, fields(id = id, code = %project.code), err)]
     pub async fn update_project(
         &self,
         id: ProjectId,
@@ -269,5 +280,41 @@ fn page_has_next(raw: &RawResponse, page: u32, size: u32, count: usize) -> bool 
     match total {
         Some(total) => fetched < total && count > 0,
         None => count as u64 >= u64::from(size),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(headers: &[(&'static str, &str)]) -> RawResponse {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, value.parse().expect("header value"));
+        }
+        RawResponse {
+            status: reqwest::StatusCode::OK,
+            headers: map,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn next_page_follows_the_link_header_first() {
+        let with_next = raw(&[(
+            "link",
+            "</api/project?page=1&size=20>; rel=\"next\",</api/project?page=4&size=20>; rel=\"last\"",
+        )]);
+        let last = raw(&[("link", "</api/project?page=0&size=20>; rel=\"first\"")]);
+        assert!(page_has_next(&with_next, 0, 20, 20));
+        assert!(!page_has_next(&last, 4, 20, 20));
+    }
+
+    #[test]
+    fn next_page_uses_total_count_then_page_fullness() {
+        assert!(page_has_next(&raw(&[("x-total-count", "41")]), 1, 20, 20));
+        assert!(!page_has_next(&raw(&[("x-total-count", "40")]), 1, 20, 20));
+        assert!(page_has_next(&raw(&[]), 0, 20, 20));
+        assert!(!page_has_next(&raw(&[]), 0, 20, 19));
     }
 }

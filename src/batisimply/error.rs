@@ -265,3 +265,63 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(retry_after: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(RETRY_AFTER, retry_after.parse().expect("header value"));
+        map
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(
+            parse_retry_after(&headers("7")),
+            Some(Duration::from_secs(7))
+        );
+        let from_date = parse_retry_after(&headers(&in_a_minute)).expect("date parsed");
+        assert!(from_date > Duration::from_secs(50) && from_date <= Duration::from_secs(60));
+        assert_eq!(
+            parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(&headers("soon")), None);
+    }
+
+    #[test]
+    fn api_message_prefers_json_message_and_truncates() {
+        assert_eq!(
+            api_message(br#"{"message":"projectCode too long"}"#),
+            "projectCode too long"
+        );
+        assert_eq!(api_message(b"  plain text  "), "plain text");
+        let long = "x".repeat(2 * MAX_MESSAGE_CHARS);
+        assert_eq!(
+            api_message(long.as_bytes()).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn statuses_are_classified_once() {
+        let answer = |code: u16| {
+            let status = StatusCode::from_u16(code).expect("status");
+            classify(Ok(RawResponse {
+                status,
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+            }))
+        };
+        for code in [429, 500, 502, 503, 504] {
+            assert!(answer(code).expect_err("failure").is_retryable(), "{code}");
+        }
+        for code in [400, 404, 409, 422, 401, 403] {
+            assert!(!answer(code).expect_err("failure").is_retryable(), "{code}");
+        }
+        assert!(answer(201).is_ok());
+    }
+}

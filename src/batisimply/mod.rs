@@ -16,6 +16,7 @@ mod check;
 pub mod client;
 pub mod error;
 pub mod model;
+mod parse;
 pub mod settings;
 pub mod sim;
 mod timeslots;

@@ -90,3 +90,23 @@ impl Default for BatisimplySettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn settings_deserialize_with_defaults_and_reject_unknown_keys() {
+        let parsed: BatisimplySettings = toml::from_str(
+            "client_id = \"c\"\nclient_secret = \"s\"\ngrant = \"client_credentials\"",
+        )
+        .expect("valid settings");
+        assert_eq!(parsed.grant, Grant::ClientCredentials);
+        assert_eq!(parsed.client_secret.expose_secret(), "s");
+        assert_eq!(parsed.rate_limit_per_sec, 10);
+        assert!(!format!("{parsed:?}").contains("\"s\""));
+        assert!(toml::from_str::<BatisimplySettings>("typo_key = 1").is_err());
+    }
+}

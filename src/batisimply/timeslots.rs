@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
 use super::api;
 use super::client::{BatisimplyClient, Call};
 use super::error::BatisimplyError;
-use super::model::{Listing, TimeSlot, parse_list};
+use super::model::{Listing, TimeSlot};
+use super::parse::parse_list;
 
 /// Windows shorter than this are never split further.
 const MIN_WINDOW: Span = Span::minutes(1);
@@ -150,4 +151,34 @@ pub(crate) fn split_windows(
         from = to;
     }
     windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_range_without_gaps_or_overlaps() {
+        let start = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        let end = start + Span::days(70);
+        let windows = split_windows(start, end, Span::days(31));
+        assert_eq!(windows.len(), 3);
+        assert_eq!(windows[0].0, start);
+        assert_eq!(windows[2].1, end);
+        assert!(windows.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(iso(start), "2025-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn too_large_is_recognised_from_413_or_a_400_message() {
+        let permanent = |status, message: &str| BatisimplyError::Permanent {
+            status,
+            message: message.to_owned(),
+        };
+        assert!(is_too_large(&permanent(413, "")));
+        assert!(is_too_large(&permanent(400, "Requested range too large")));
+        assert!(!is_too_large(&permanent(400, "startDate is required")));
+    }
 }
