@@ -570,6 +570,24 @@ async fn the_simulator_state_survives_a_restart_through_its_state_file() {
     assert_eq!(second.slots().len(), 2);
 }
 
+#[tokio::test]
+async fn check_explains_a_tls_problem() {
+    // Arrange: HTTPS spoken to the plain-HTTP simulator.
+    let sim = start_sim(Faults::default()).await;
+    let tls = client(BatisimplySettings {
+        sso_base_url: sim.sso_url.replace("http://", "https://"),
+        max_retries: 0,
+        ..settings_for(&sim)
+    });
+
+    // Act
+    let report = tls.check().await;
+
+    // Assert
+    let message = report.steps[0].failure.clone().unwrap_or_default();
+    assert!(message.contains("TLS"), "{message}");
+}
+
 /// Captures formatted log lines.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -593,6 +611,7 @@ async fn secrets_never_appear_in_logs_debug_output_or_error_messages() {
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("batisync=trace"))
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);

@@ -102,6 +102,7 @@ impl Auth {
             _ => self.request(transport, self.login_form()).await?,
         };
         let fresh = self.state_from(token, generation);
+        tracing::debug!(generation, "access token obtained");
         let bearer = bearer_of(&fresh);
         *state = Some(fresh);
         Ok(bearer)

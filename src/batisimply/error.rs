@@ -193,6 +193,18 @@ pub(crate) fn classify(
     })
 }
 
+/// Words of rustls / hyper-rustls messages revealing a TLS failure (rustls is
+/// not a direct dependency, so its error type cannot be downcast).
+const TLS_HINTS: [&str; 7] = [
+    "certificate",
+    "tls",
+    "handshake",
+    "corrupt message",
+    "invalidcontenttype",
+    "peer misbehaved",
+    "received fatal alert",
+];
+
 /// Maps a transport-level failure (no HTTP answer).
 fn classify_transport(err: &reqwest::Error) -> BatisimplyError {
     if err.is_builder() {
@@ -205,8 +217,7 @@ fn classify_transport(err: &reqwest::Error) -> BatisimplyError {
     let lower = text.to_lowercase();
     let kind = if err.is_timeout() || lower.contains("timed out") {
         TransientKind::Timeout
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
+    } else if TLS_HINTS.iter().any(|hint| lower.contains(hint)) {
         TransientKind::Tls
     } else if err.is_connect() {
         TransientKind::Connect

@@ -168,6 +168,13 @@ impl Transport {
             })
         }
         .await;
+        if let Ok(raw) = &outcome {
+            tracing::trace!(
+                status = raw.status.as_u16(),
+                body_bytes = raw.body.len(),
+                "answer received"
+            );
+        }
         let result = classify(outcome);
         if let Err(BatisimplyError::RateLimited { .. }) = &result {
             Counters::bump(&self.counters.rate_limited_429);
