@@ -32,42 +32,51 @@ pub(crate) async fn token(
             "Realm does not exist",
         );
     }
+    match check_grant(&state, &form) {
+        Ok(()) => issue(&state),
+        Err((status, error, description)) => oauth_error(status, error, description),
+    }
+}
+
+/// Status, OAuth2 error code and description of a refused token request.
+type Refusal = (StatusCode, &'static str, &'static str);
+
+/// Checks the client, then the grant (user password, client credentials or refresh token).
+fn check_grant(state: &SimState, form: &HashMap<String, String>) -> Result<(), Refusal> {
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    if field(oauth::CLIENT_ID) != state.config.client_id
-        || field(oauth::CLIENT_SECRET) != state.config.client_secret
+    let config = &state.config;
+    if field(oauth::CLIENT_ID) != config.client_id
+        || field(oauth::CLIENT_SECRET) != config.client_secret
     {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Invalid client or Invalid client credentials",
-        );
+        let description = "Invalid client or Invalid client credentials";
+        return Err((StatusCode::UNAUTHORIZED, "invalid_client", description));
     }
     let granted = match field(oauth::GRANT_TYPE) {
         oauth::GRANT_CLIENT_CREDENTIALS => true,
         oauth::GRANT_PASSWORD => {
             let (user, password) = (field(oauth::USERNAME), field(oauth::PASSWORD));
-            state
-                .config
-                .users
-                .iter()
-                .any(|(u, p)| u == user && p == password)
+            config.users.iter().any(|(u, p)| u == user && p == password)
         }
         oauth::GRANT_REFRESH_TOKEN => state.take_refresh(field(oauth::REFRESH_TOKEN)),
         _ => {
-            return oauth_error(
+            let description = "Unsupported grant_type";
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "Unsupported grant_type",
-            );
+                description,
+            ));
         }
     };
-    if !granted {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "Invalid user credentials or token",
-        );
+    if granted {
+        Ok(())
+    } else {
+        let description = "Invalid user credentials or token";
+        Err((StatusCode::BAD_REQUEST, "invalid_grant", description))
     }
+}
+
+/// Issues a fresh access and refresh token pair.
+fn issue(state: &SimState) -> Response {
     let (access, lifetime, refresh, refresh_lifetime) = state.issue_tokens();
     axum::Json(WireToken {
         access_token: access,
