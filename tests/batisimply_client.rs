@@ -588,6 +588,27 @@ async fn check_explains_a_tls_problem() {
     assert!(message.contains("TLS"), "{message}");
 }
 
+#[tokio::test]
+async fn a_create_is_retried_after_a_503_but_not_after_an_ambiguous_500() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    let client = client(settings_for(&sim));
+    client.authenticate().await.expect("login");
+
+    // Act
+    sim.update_faults(|f| f.fail_next = vec![503]);
+    let after_503 = client.create_project(&project("CH503")).await;
+    let retries_after_503 = client.stats().retries;
+    sim.update_faults(|f| f.fail_next = vec![500]);
+    let after_500 = client.create_project(&project("CH500")).await;
+
+    // Assert
+    assert!(after_503.is_ok());
+    assert_eq!(retries_after_503, 1);
+    assert_eq!(after_500.expect_err("not retried").status(), Some(500));
+    assert_eq!(client.stats().retries, 1);
+}
+
 /// Captures formatted log lines.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);

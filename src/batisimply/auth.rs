@@ -173,7 +173,7 @@ impl Auth {
         form: Vec<(&'static str, String)>,
     ) -> Result<WireToken, BatisimplyError> {
         let result = transport
-            .send(|| transport.http().post(&self.token_url).form(&form))
+            .send(|| transport.http().post(&self.token_url).form(&form), true)
             .await;
         let raw = result.map_err(token_error)?;
         Counters::bump(&transport.counters.tokens_fetched);

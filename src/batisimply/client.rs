@@ -132,16 +132,19 @@ impl BatisimplyClient {
         let http = self.inner.transport.http();
         self.inner
             .transport
-            .send(|| {
-                let mut request = http
-                    .request(call.method.clone(), &url)
-                    .bearer_auth(bearer.token.expose_secret())
-                    .query(&call.query);
-                if let Some(body) = call.body {
-                    request = request.json(body);
-                }
-                request
-            })
+            .send(
+                || {
+                    let mut request = http
+                        .request(call.method.clone(), &url)
+                        .bearer_auth(bearer.token.expose_secret())
+                        .query(&call.query);
+                    if let Some(body) = call.body {
+                        request = request.json(body);
+                    }
+                    request
+                },
+                call.method != Method::POST,
+            )
             .await
     }
 

@@ -110,6 +110,18 @@ impl BatisimplyError {
         }
     }
 
+    /// True when the request surely had no effect on the server (connection
+    /// never established, 429 or 503), so even a `POST` may be re-sent.
+    pub(crate) fn certainly_not_processed(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } => true,
+            Self::Transient { kind, status, .. } => {
+                matches!(kind, TransientKind::Connect | TransientKind::Tls) || *status == Some(503)
+            }
+            _ => false,
+        }
+    }
+
     /// HTTP status carried by the error, if any.
     #[must_use]
     pub fn status(&self) -> Option<u16> {

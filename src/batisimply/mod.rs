@@ -1,23 +1,23 @@
 //! BatiSimply API client and simulator.
 //!
 //! Module map:
-//! - [`api`] holds every path, parameter and JSON field name (wire structures);
-//! - [`settings`] holds [`BatisimplySettings`];
-//! - [`client`] (with `timeslots` and `check`) holds [`BatisimplyClient`] and its operations;
+//! - `api` holds every path, parameter and JSON field name (wire structures);
+//! - `settings` holds [`BatisimplySettings`];
+//! - `client` (with `timeslots` and `check`) holds [`BatisimplyClient`] and its operations;
 //! - `auth` caches and renews tokens; `transport` applies rate limit, retries, counters;
-//! - [`model`] holds typed records and [`Listing`]; [`error`] holds [`BatisimplyError`];
+//! - `model` (with `parse`) holds typed records and [`Listing`]; `error` holds [`BatisimplyError`];
 //! - [`sim`] is the in-memory HTTP simulator of the API and its token endpoint;
 //! - [`bench`] measures the client against the simulator.
 
-pub mod api;
+mod api;
 mod auth;
 pub mod bench;
 mod check;
-pub mod client;
-pub mod error;
-pub mod model;
+mod client;
+mod error;
+mod model;
 mod parse;
-pub mod settings;
+mod settings;
 pub mod sim;
 mod timeslots;
 mod transport;

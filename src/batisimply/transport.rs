@@ -120,8 +120,13 @@ impl Transport {
 
     /// Sends the request built by `build`, retrying retryable failures.
     ///
-    /// `build` is called once per attempt.
-    pub(crate) async fn send<F>(&self, build: F) -> Result<RawResponse, BatisimplyError>
+    /// `build` is called once per attempt. A non-`idempotent` request is only
+    /// retried when the server certainly did not process it.
+    pub(crate) async fn send<F>(
+        &self,
+        build: F,
+        idempotent: bool,
+    ) -> Result<RawResponse, BatisimplyError>
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
@@ -131,7 +136,8 @@ impl Transport {
                 Ok(raw) => return Ok(raw),
                 Err(err) => err,
             };
-            if !err.is_retryable() || attempt >= self.retry.max_retries {
+            let may_retry = idempotent || err.certainly_not_processed();
+            if !err.is_retryable() || !may_retry || attempt >= self.retry.max_retries {
                 return Err(err);
             }
             let Some(delay) = self.retry.delay(attempt, err.retry_after()) else {
