@@ -7,7 +7,7 @@
 //! - `auth` caches and renews tokens; `transport` applies rate limit, retries, counters;
 //! - `model` (with `parse`) holds typed records and [`Listing`]; `error` holds [`BatisimplyError`];
 //! - [`sim`] is the in-memory HTTP simulator of the API and its token endpoint;
-//! - [`bench`] measures the client against the simulator.
+//! - [`bench`](mod@bench) measures the client against the simulator.
 
 mod api;
 mod auth;
