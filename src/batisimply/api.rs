@@ -51,8 +51,8 @@ pub(crate) mod oauth {
     pub(crate) const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 }
 
-/// Token endpoint success answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Token endpoint success answer (no `Debug`: it carries tokens).
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub(crate) struct WireToken {
     pub access_token: String,
     pub expires_in: Option<u64>,

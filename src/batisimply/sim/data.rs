@@ -49,11 +49,15 @@ impl SimState {
         taken.then(|| reject(status, format!("projectCode already exists: {code}")))
     }
 
-    /// Creates a project (API `POST`).
-    pub(crate) fn create_project(
-        &self,
-        mut project: WireProject,
-    ) -> Result<WireProject, SimReject> {
+    /// Creates a project (API `POST`) and saves the state.
+    pub(crate) fn create_project(&self, project: WireProject) -> Result<WireProject, SimReject> {
+        let created = self.insert_project(project)?;
+        self.persist();
+        Ok(created)
+    }
+
+    /// Creates a project without saving the state.
+    fn insert_project(&self, mut project: WireProject) -> Result<WireProject, SimReject> {
         if project.id.is_some() {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
@@ -70,8 +74,6 @@ impl SimState {
         project.id = Some(id);
         project.last_modified_date = Some(Utc::now());
         data.projects.insert(id, project.clone());
-        drop(data);
-        self.persist();
         Ok(project)
     }
 
@@ -131,10 +133,10 @@ impl SimState {
     /// Creates `count` generated projects.
     pub(crate) fn seed_projects(&self, count: usize) -> Vec<WireProject> {
         let first = lock(&self.data).next_project_id + 1;
-        (0..count)
+        let created = (0..count)
             .filter_map(|n| {
                 let number = first + n as i64;
-                self.create_project(WireProject {
+                self.insert_project(WireProject {
                     project_code: Some(format!("SIM{number:05}")),
                     project_name: Some(format!("Chantier simulé {number}")),
                     customer_name: Some(format!("Client {}", number % 17)),
@@ -143,19 +145,26 @@ impl SimState {
                 })
                 .ok()
             })
-            .collect()
+            .collect();
+        self.persist();
+        created
     }
 
-    /// Adds a time slot (admin), assigning its id.
-    pub(crate) fn add_slot(&self, mut slot: WireTimeSlot) -> WireTimeSlot {
+    /// Adds a time slot (admin), assigning its id, and saves the state.
+    pub(crate) fn add_slot(&self, slot: WireTimeSlot) -> WireTimeSlot {
+        let added = self.insert_slot(slot);
+        self.persist();
+        added
+    }
+
+    /// Adds a time slot without saving the state.
+    fn insert_slot(&self, mut slot: WireTimeSlot) -> WireTimeSlot {
         let mut data = lock(&self.data);
         data.next_slot_id += 1;
         let id = data.next_slot_id;
         slot.id = Some(WireId::Number(id));
         slot.last_modified_date = Some(Utc::now());
         data.slots.insert(id, slot.clone());
-        drop(data);
-        self.persist();
         slot
     }
 
@@ -203,11 +212,11 @@ impl SimState {
             projects = self.seed_projects(1);
         }
         let now = Utc::now();
-        for n in 0..count {
-            let project = &projects[n % projects.len()];
+        for (n, project) in (0..count).zip(projects.iter().cycle()) {
             let start = now - Duration::hours(1 + (n as i64 * 7) % (30 * 24));
-            self.add_slot(slot_for(project, start, n));
+            self.insert_slot(slot_for(project, start, n));
         }
+        self.persist();
     }
 }
 
