@@ -609,6 +609,63 @@ async fn a_create_is_retried_after_a_503_but_not_after_an_ambiguous_500() {
     assert_eq!(client.stats().retries, 1);
 }
 
+#[tokio::test]
+async fn slot_edits_in_the_simulator_are_seen_by_the_client() {
+    // Arrange: three slots in the last day.
+    let sim = start_sim(Faults::default()).await;
+    let project = sim.seed_projects(1).remove(0);
+    let now = Utc::now();
+    let ids: Vec<String> = (1..=3)
+        .map(|h| sim.add_slot(&project, now - chrono::Duration::hours(h * 5)))
+        .collect();
+    let client = client(settings_for(&sim));
+    let last_day = || client.list_time_slots(now - chrono::Duration::days(1), now);
+
+    // Act
+    sim.validate_slot(&ids[0]).expect("validate");
+    sim.move_slot(
+        &ids[1],
+        now - chrono::Duration::days(3),
+        now - chrono::Duration::days(3),
+    )
+    .expect("move");
+    sim.delete_slot(&ids[2]).expect("delete");
+    let listing = last_day().await.expect("list");
+
+    // Assert
+    assert_eq!(listing.records.len(), 1);
+    let slot = &listing.records[0];
+    assert_eq!(slot.id, ids[0]);
+    assert_eq!(
+        slot.status,
+        Some(batisync::batisimply::ManagementStatus::Validated)
+    );
+    assert_eq!(slot.project_id, project.id);
+    assert_eq!(slot.total_minutes, 240);
+    assert!(slot.last_modified.is_some());
+}
+
+#[tokio::test]
+async fn a_field_edit_bumps_the_last_modified_date_seen_by_the_client() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    let seeded = sim.seed_projects(1).remove(0);
+    let client = client(settings_for(&sim));
+
+    // Act
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    sim.edit_project(
+        seeded.id,
+        &serde_json::json!({ "comment": "Changed on site" }),
+    )
+    .expect("edit");
+    let fetched = client.get_project(seeded.id).await.expect("get");
+
+    // Assert
+    assert_eq!(fetched.data.comment.as_deref(), Some("Changed on site"));
+    assert!(fetched.last_modified > seeded.last_modified);
+}
+
 /// Captures formatted log lines.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
