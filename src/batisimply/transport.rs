@@ -96,7 +96,7 @@ impl Transport {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.request_timeout_ms))
-            .pool_max_idle_per_host(max_concurrent)
+            .pool_max_idle_per_host(max_concurrent * 2)
             .user_agent(concat!("batisync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BatisimplyError::config(format!("HTTP client: {e}")))?;
