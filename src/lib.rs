@@ -11,11 +11,14 @@
 //! - [`app`] supervises everything under one shutdown signal, with the [`admin`] HTTP
 //!   listener (health, readiness, metrics) and [`maintenance`] (lease rescue, pruning).
 //!
+//! Targets and sources: [`batisimply`] (API client and simulator).
+//!
 //! Around them: [`settings`] (typed, layered configuration), [`db`] (pool, migrations),
 //! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`] and [`bench`].
 
 pub mod admin;
 pub mod app;
+pub mod batisimply;
 pub mod bench;
 pub mod cli;
 pub mod db;
