@@ -69,6 +69,8 @@ pub enum OutboxCommand {
 pub enum BenchCommand {
     /// Capture then drain events through a no-op handler, in a scratch database.
     Outbox(crate::bench::OutboxBenchArgs),
+    /// BatiSimply client throughput and rate-limit accuracy against the simulator.
+    Batisimply,
 }
 
 /// `batisync migrate`.
@@ -89,11 +91,19 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `batisync check`: every step prints OK or what to fix.
+/// `batisync check`: every step prints OK or what to fix, then the command fails if
+/// any step failed.
 ///
 /// # Errors
 /// When any check fails (after printing all of them).
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {
+    let postgres_ok = check_postgres(settings).await;
+    let batisimply_ok = check_batisimply(settings).await;
+    anyhow::ensure!(postgres_ok && batisimply_ok, "check failed");
+    Ok(())
+}
+
+async fn check_postgres(settings: &Settings) -> bool {
     let pool = match crate::db::connect(&settings.postgres).await {
         Ok(pool) => {
             eprintln!("[OK]     PostgreSQL joignable / reachable");
@@ -101,23 +111,62 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
         }
         Err(error) => {
             eprintln!("[ÉCHEC]  {error}");
-            anyhow::bail!("check failed");
+            return false;
         }
     };
-    let status = crate::db::migration_status(&pool).await?;
-    if status.is_current() {
-        eprintln!(
-            "[OK]     schéma à jour / schema current ({} migrations)",
-            status.applied
-        );
-        return Ok(());
+    match crate::db::migration_status(&pool).await {
+        Ok(status) if status.is_current() => {
+            eprintln!(
+                "[OK]     schéma à jour / schema current ({} migrations)",
+                status.applied
+            );
+            true
+        }
+        Ok(status) => {
+            eprintln!(
+                "[ÉCHEC]  schéma pas à jour / schema not current: pending {:?}, modified {:?} \
+                 → lancez / run `batisync migrate`",
+                status.pending, status.modified
+            );
+            false
+        }
+        Err(error) => {
+            eprintln!("[ÉCHEC]  PostgreSQL: {error}");
+            false
+        }
     }
-    eprintln!(
-        "[ÉCHEC]  schéma pas à jour / schema not current: pending {:?}, modified {:?} \
-         → lancez / run `batisync migrate`",
-        status.pending, status.modified
-    );
-    anyhow::bail!("check failed")
+}
+
+async fn check_batisimply(settings: &Settings) -> bool {
+    if settings.batisimply.client_id.is_empty() {
+        eprintln!(
+            "[--]     BatiSimply non configuré (batisimply.client_id vide) / not configured \
+             (batisimply.client_id is empty)"
+        );
+        return true;
+    }
+    let client = match crate::batisimply::BatisimplyClient::new(settings.batisimply.clone()) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!(
+                "[ÉCHEC]  BatiSimply: {}",
+                crate::batisimply::explain(&error)
+            );
+            return false;
+        }
+    };
+    let report = client.check().await;
+    for step in &report.steps {
+        match &step.failure {
+            None => eprintln!(
+                "[OK]     BatiSimply {:?} ({} ms)",
+                step.step,
+                step.elapsed.as_millis()
+            ),
+            Some(message) => eprintln!("[ÉCHEC]  BatiSimply {:?}: {message}", step.step),
+        }
+    }
+    report.is_ok()
 }
 
 /// `batisync status`.

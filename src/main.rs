@@ -27,6 +27,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => batisync::cli::status(&settings).await,
         Command::Outbox(command) => batisync::cli::outbox(&settings, command).await,
         Command::Bench(BenchCommand::Outbox(args)) => batisync::bench::run(&settings, &args).await,
+        Command::Bench(BenchCommand::Batisimply) => {
+            let options = batisync::batisimply::bench::BenchOptions::default();
+            let report = batisync::batisimply::bench::bench_client(&options).await?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Run => {
             let registry = batisync::metrics::init_prometheus()?;
             let stop = shutdown_on_signals();

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::batisimply::BatisimplySettings;
 use crate::dispatch::DispatchSettings;
 
 pub use load::{SettingsError, load};
@@ -36,6 +37,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Log output.
     pub log: LogSettings,
+    /// The BatiSimply API (field app): URLs, credentials, politeness.
+    pub batisimply: BatisimplySettings,
 }
 
 /// Connection to the batisync PostgreSQL database.

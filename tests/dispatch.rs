@@ -28,14 +28,34 @@ fn settings() -> DispatchSettings {
     }
 }
 
-fn dispatcher(db: &TestDb, handler: &Arc<Recorder>, settings: DispatchSettings) -> Dispatcher<Recorder> {
-    Dispatcher::new(db.outbox(), FLOW, "test-worker".into(), handler.clone(), settings, Wakers::default())
+fn dispatcher(
+    db: &TestDb,
+    handler: &Arc<Recorder>,
+    settings: DispatchSettings,
+) -> Dispatcher<Recorder> {
+    Dispatcher::new(
+        db.outbox(),
+        FLOW,
+        "test-worker".into(),
+        handler.clone(),
+        settings,
+        Wakers::default(),
+    )
 }
 
 /// Starts the notification listener and `settings.workers` workers.
-fn start(db: &TestDb, handler: &Arc<Recorder>, settings: &DispatchSettings, grace: Duration) -> Runtime {
+fn start(
+    db: &TestDb,
+    handler: &Arc<Recorder>,
+    settings: &DispatchSettings,
+    grace: Duration,
+) -> Runtime {
     let rt = Runtime::new(db.outbox(), grace);
-    rt.tracker.spawn(listen_until_stopped(db.pool.clone(), rt.wakers.clone(), rt.stop.clone()));
+    rt.tracker.spawn(listen_until_stopped(
+        db.pool.clone(),
+        rt.wakers.clone(),
+        rt.stop.clone(),
+    ));
     spawn_workers(&rt, FLOW, handler.clone(), settings);
     rt
 }
@@ -49,7 +69,10 @@ async fn stop(rt: Runtime) {
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -58,21 +81,42 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 async fn ten_thousand_events_over_100_keys_are_applied_once_each_and_in_key_order_by_8_workers() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Apply));
-    let settings = DispatchSettings { workers: 8, batch_size: 64, ..settings() };
+    let settings = DispatchSettings {
+        workers: 8,
+        batch_size: 64,
+        ..settings()
+    };
     let rt = start(&db, &handler, &settings, Duration::from_secs(5));
 
     for chunk in 0..10u64 {
         let batch: Vec<NewEvent> = (chunk * 1_000..(chunk + 1) * 1_000)
             .map(|i| event(&format!("key{:03}", i % 100), i / 100))
             .collect();
-        db.outbox().capture(FLOW, &batch, None, false).await.unwrap();
+        db.outbox()
+            .capture(FLOW, &batch, None, false)
+            .await
+            .unwrap();
     }
-    wait_for("10,000 applications", async || handler.applied.load(Ordering::SeqCst) >= 10_000).await;
-    wait_for("10,000 acks", async || db.status_counts().await == [("done".to_string(), 10_000)]).await;
+    wait_for("10,000 applications", async || {
+        handler.applied.load(Ordering::SeqCst) >= 10_000
+    })
+    .await;
+    wait_for("10,000 acks", async || {
+        db.status_counts().await == [("done".to_string(), 10_000)]
+    })
+    .await;
     stop(rt).await;
 
-    assert_eq!(handler.applied.load(Ordering::SeqCst), 10_000, "each applied exactly once");
-    assert_eq!(handler.overlaps.load(Ordering::SeqCst), 0, "two events of one key at once");
+    assert_eq!(
+        handler.applied.load(Ordering::SeqCst),
+        10_000,
+        "each applied exactly once"
+    );
+    assert_eq!(
+        handler.overlaps.load(Ordering::SeqCst),
+        0,
+        "two events of one key at once"
+    );
     let by_key = handler.seen_by_key();
     assert_eq!(by_key.len(), 100);
     for (key, versions) in by_key {
@@ -98,14 +142,28 @@ async fn retries_follow_the_exponential_backoff_then_the_event_goes_dead_with_it
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Transient));
     let worker = dispatcher(&db, &handler, settings());
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
 
     let mut delays = Vec::new();
     for _ in 0..2 {
         let outcome = worker.try_dispatch_batch().await.unwrap();
-        assert_eq!(outcome, BatchOutcome { claimed: 1, retried: 1, ..BatchOutcome::default() });
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                claimed: 1,
+                retried: 1,
+                ..BatchOutcome::default()
+            }
+        );
         delays.push(next_attempt_delay(&db).await);
-        assert_eq!(worker.try_dispatch_batch().await.unwrap(), BatchOutcome::default(), "not due yet");
+        assert_eq!(
+            worker.try_dispatch_batch().await.unwrap(),
+            BatchOutcome::default(),
+            "not due yet"
+        );
         db.make_retries_due().await;
     }
     let last = worker.try_dispatch_batch().await.unwrap();
@@ -118,7 +176,10 @@ async fn retries_follow_the_exponential_backoff_then_the_event_goes_dead_with_it
             .await
             .unwrap();
     assert_eq!(status, "dead");
-    assert!(error.contains("target unavailable") && error.contains("3 attempts"), "{error}");
+    assert!(
+        error.contains("target unavailable") && error.contains("3 attempts"),
+        "{error}"
+    );
     let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM batisync.outbox_failures")
         .fetch_one(&db.pool)
         .await
@@ -131,9 +192,20 @@ async fn retries_follow_the_exponential_backoff_then_the_event_goes_dead_with_it
 async fn jittered_delays_stay_within_their_share_of_the_backoff() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Transient));
-    let worker = dispatcher(&db, &handler, DispatchSettings { backoff_jitter: 0.5, max_attempts: 10, ..settings() });
+    let worker = dispatcher(
+        &db,
+        &handler,
+        DispatchSettings {
+            backoff_jitter: 0.5,
+            max_attempts: 10,
+            ..settings()
+        },
+    );
     let batch: Vec<NewEvent> = (0..20).map(|i| event(&format!("K{i}"), 1)).collect();
-    db.outbox().capture(FLOW, &batch, None, false).await.unwrap();
+    db.outbox()
+        .capture(FLOW, &batch, None, false)
+        .await
+        .unwrap();
 
     worker.try_dispatch_batch().await.unwrap();
 
@@ -146,16 +218,24 @@ async fn jittered_delays_stay_within_their_share_of_the_backoff() {
     .unwrap();
     assert_eq!(delays.len(), 16, "one batch of 16");
     assert!(delays.iter().all(|d| (0.5..=1.0).contains(d)), "{delays:?}");
-    assert!(delays.iter().any(|d| *d != delays[0]), "jitter spreads retries: {delays:?}");
+    assert!(
+        delays.iter().any(|d| *d != delays[0]),
+        "jitter spreads retries: {delays:?}"
+    );
     db.drop().await;
 }
 
 #[tokio::test]
 async fn a_retry_after_hint_sets_the_next_attempt_and_never_exhausts_the_budget() {
     let db = TestDb::new().await;
-    let handler = Arc::new(Recorder::always(Behavior::RateLimited(Duration::from_secs(7))));
+    let handler = Arc::new(Recorder::always(Behavior::RateLimited(
+        Duration::from_secs(7),
+    )));
     let worker = dispatcher(&db, &handler, settings());
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
 
     for _ in 0..5 {
         worker.try_dispatch_batch().await.unwrap();
@@ -171,17 +251,34 @@ async fn a_retry_after_hint_sets_the_next_attempt_and_never_exhausts_the_budget(
 async fn a_permanent_error_is_dead_at_once_and_the_other_events_are_delivered() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::new(|e| {
-        if e.entity_key == "BAD" { Behavior::Permanent } else { Behavior::Apply }
+        if e.entity_key == "BAD" {
+            Behavior::Permanent
+        } else {
+            Behavior::Apply
+        }
     }));
     let worker = dispatcher(&db, &handler, settings());
     db.outbox()
-        .capture(FLOW, &[event("A", 1), event("BAD", 1), event("C", 1)], None, false)
+        .capture(
+            FLOW,
+            &[event("A", 1), event("BAD", 1), event("C", 1)],
+            None,
+            false,
+        )
         .await
         .unwrap();
 
     let outcome = worker.try_dispatch_batch().await.unwrap();
 
-    assert_eq!(outcome, BatchOutcome { claimed: 3, applied: 2, retried: 0, dead: 1 });
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            claimed: 3,
+            applied: 2,
+            retried: 0,
+            dead: 1
+        }
+    );
     let error: String = sqlx::query_scalar("SELECT last_error FROM batisync.dead_letters")
         .fetch_one(&db.pool)
         .await
@@ -193,9 +290,18 @@ async fn a_permanent_error_is_dead_at_once_and_the_other_events_are_delivered() 
 #[tokio::test]
 async fn a_panicking_handler_costs_one_retry_not_the_process() {
     let db = TestDb::new().await;
-    let handler = Arc::new(Recorder::new(|e| if e.attempts == 1 { Behavior::Panic } else { Behavior::Apply }));
+    let handler = Arc::new(Recorder::new(|e| {
+        if e.attempts == 1 {
+            Behavior::Panic
+        } else {
+            Behavior::Apply
+        }
+    }));
     let worker = dispatcher(&db, &handler, settings());
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
 
     let first = worker.try_dispatch_batch().await.unwrap();
     db.make_retries_due().await;
@@ -214,10 +320,24 @@ async fn a_panicking_handler_costs_one_retry_not_the_process() {
 async fn a_hanging_handler_is_cut_off_by_its_timeout_and_retried() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::new(|e| {
-        if e.attempts == 1 { Behavior::Hang(Duration::from_secs(3600)) } else { Behavior::Apply }
+        if e.attempts == 1 {
+            Behavior::Hang(Duration::from_secs(3600))
+        } else {
+            Behavior::Apply
+        }
     }));
-    let worker = dispatcher(&db, &handler, DispatchSettings { handler_timeout_ms: 100, ..settings() });
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    let worker = dispatcher(
+        &db,
+        &handler,
+        DispatchSettings {
+            handler_timeout_ms: 100,
+            ..settings()
+        },
+    );
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
 
     let first = worker.try_dispatch_batch().await.unwrap();
     db.make_retries_due().await;
@@ -236,10 +356,21 @@ async fn a_hanging_handler_is_cut_off_by_its_timeout_and_retried() {
 async fn shutdown_releases_claims_that_do_not_finish_within_the_grace_period() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Hang(Duration::from_secs(3600))));
-    let settings = DispatchSettings { workers: 1, handler_timeout_ms: 60_000, lease_ms: 120_000, ..settings() };
+    let settings = DispatchSettings {
+        workers: 1,
+        handler_timeout_ms: 60_000,
+        lease_ms: 120_000,
+        ..settings()
+    };
     let rt = start(&db, &handler, &settings, Duration::from_millis(200));
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
-    wait_for("the claim", async || db.status_counts().await == [("in_flight".to_string(), 1)]).await;
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
+    wait_for("the claim", async || {
+        db.status_counts().await == [("in_flight".to_string(), 1)]
+    })
+    .await;
 
     stop(rt).await;
 
@@ -256,10 +387,19 @@ async fn shutdown_releases_claims_that_do_not_finish_within_the_grace_period() {
 async fn shutdown_lets_in_flight_work_finish_within_the_grace_period() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Hang(Duration::from_millis(300))));
-    let settings = DispatchSettings { workers: 1, ..settings() };
+    let settings = DispatchSettings {
+        workers: 1,
+        ..settings()
+    };
     let rt = start(&db, &handler, &settings, Duration::from_secs(30));
-    db.outbox().capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
-    wait_for("the claim", async || db.status_counts().await == [("in_flight".to_string(), 1)]).await;
+    db.outbox()
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
+    wait_for("the claim", async || {
+        db.status_counts().await == [("in_flight".to_string(), 1)]
+    })
+    .await;
 
     stop(rt).await;
 
@@ -271,20 +411,30 @@ async fn shutdown_lets_in_flight_work_finish_within_the_grace_period() {
 async fn a_captured_event_is_picked_up_long_before_the_fallback_poll_thanks_to_notify() {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Apply));
-    let settings = DispatchSettings { workers: 2, fallback_poll_ms: 600_000, ..settings() };
+    let settings = DispatchSettings {
+        workers: 2,
+        fallback_poll_ms: 600_000,
+        ..settings()
+    };
     let rt = start(&db, &handler, &settings, Duration::from_secs(5));
     // Let both workers find nothing and go to sleep for the (10-minute) fallback.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for i in 0..3 {
-        db.outbox().capture(FLOW, &[event("A", i)], None, false).await.unwrap();
+        db.outbox()
+            .capture(FLOW, &[event("A", i)], None, false)
+            .await
+            .unwrap();
         let applied = tokio::time::timeout(Duration::from_secs(30), async {
             while handler.applied.load(Ordering::SeqCst) <= i {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await;
-        assert!(applied.is_ok(), "event {i} not picked up within 30 s (fallback is 600 s)");
+        assert!(
+            applied.is_ok(),
+            "event {i} not picked up within 30 s (fallback is 600 s)"
+        );
     }
     stop(rt).await;
     db.drop().await;

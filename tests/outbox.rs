@@ -38,11 +38,20 @@ async fn a_failure_in_the_middle_of_a_capture_leaves_neither_rows_nor_a_moved_cu
     let mut bad = event("B", 1);
     bad.entity_key = String::new(); // violates the CHECK constraint, after a good row
     let next = json!(42);
-    let advance = CursorAdvance { source: "chantiers:ChantierDef", expected: None, next: &next };
+    let advance = CursorAdvance {
+        source: "chantiers:ChantierDef",
+        expected: None,
+        next: &next,
+    };
 
-    let result = outbox.capture(FLOW, &[event("A", 1), bad], Some(advance), false).await;
+    let result = outbox
+        .capture(FLOW, &[event("A", 1), bad], Some(advance), false)
+        .await;
 
-    assert!(matches!(result, Err(OutboxError::Database(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(OutboxError::Database(_))),
+        "{result:?}"
+    );
     assert!(db.status_counts().await.is_empty());
     let cursors: i64 = sqlx::query_scalar("SELECT count(*) FROM batisync.cursors")
         .fetch_one(&db.pool)
@@ -58,14 +67,30 @@ async fn a_cursor_moved_by_someone_else_refuses_the_capture() {
     let outbox = db.outbox();
     let one = json!(1);
     let two = json!(2);
-    let start = CursorAdvance { source: "s", expected: None, next: &one };
-    outbox.capture(FLOW, &[event("A", 1)], Some(start), false).await.unwrap();
+    let start = CursorAdvance {
+        source: "s",
+        expected: None,
+        next: &one,
+    };
+    outbox
+        .capture(FLOW, &[event("A", 1)], Some(start), false)
+        .await
+        .unwrap();
 
     // A second poller still believes there is no cursor.
-    let stale = CursorAdvance { source: "s", expected: None, next: &two };
-    let result = outbox.capture(FLOW, &[event("A", 2)], Some(stale), false).await;
+    let stale = CursorAdvance {
+        source: "s",
+        expected: None,
+        next: &two,
+    };
+    let result = outbox
+        .capture(FLOW, &[event("A", 2)], Some(stale), false)
+        .await;
 
-    assert!(matches!(result, Err(OutboxError::CursorConflict { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(OutboxError::CursorConflict { .. })),
+        "{result:?}"
+    );
     let position: serde_json::Value =
         sqlx::query_scalar("SELECT position FROM batisync.cursors WHERE source = 's'")
             .fetch_one(&db.pool)
@@ -81,18 +106,29 @@ async fn a_claim_never_hands_out_two_events_of_one_key() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
     outbox
-        .capture(FLOW, &[event("A", 1), event("A", 2), event("B", 1)], None, false)
+        .capture(
+            FLOW,
+            &[event("A", 1), event("A", 2), event("B", 1)],
+            None,
+            false,
+        )
         .await
         .unwrap();
 
     let first = outbox.claim(FLOW, "w1", 10, LEASE).await.unwrap();
     let second = outbox.claim(FLOW, "w2", 10, LEASE).await.unwrap();
 
-    let keys: Vec<_> = first.iter().map(|e| (e.entity_key.as_str(), e.source_version.as_str())).collect();
+    let keys: Vec<_> = first
+        .iter()
+        .map(|e| (e.entity_key.as_str(), e.source_version.as_str()))
+        .collect();
     assert_eq!(keys, [("A", "1"), ("B", "1")]);
     assert!(second.is_empty(), "A@2 must wait for A@1: {second:?}");
 
-    outbox.ack(FLOW, "w1", &[(first[0].id, "ok".into())]).await.unwrap();
+    outbox
+        .ack(FLOW, "w1", &[(first[0].id, "ok".into())])
+        .await
+        .unwrap();
     let third = outbox.claim(FLOW, "w2", 10, LEASE).await.unwrap();
     assert_eq!(third.len(), 1);
     assert_eq!(third[0].source_version, "2");
@@ -103,10 +139,16 @@ async fn a_claim_never_hands_out_two_events_of_one_key() {
 async fn an_ack_from_a_worker_that_lost_its_lease_is_ignored() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox.capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
     let claimed = outbox.claim(FLOW, "slow", 1, LEASE).await.unwrap();
 
-    let acked = outbox.ack(FLOW, "someone-else", &[(claimed[0].id, "ok".into())]).await.unwrap();
+    let acked = outbox
+        .ack(FLOW, "someone-else", &[(claimed[0].id, "ok".into())])
+        .await
+        .unwrap();
 
     assert_eq!(acked, 0);
     assert_eq!(db.status_of(claimed[0].id).await, "in_flight");
@@ -117,9 +159,16 @@ async fn an_ack_from_a_worker_that_lost_its_lease_is_ignored() {
 async fn a_claimed_then_abandoned_event_comes_back_after_its_lease() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox.capture(FLOW, &[event("A", 1)], None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
     let claimed = outbox.claim(FLOW, "crashed", 1, LEASE).await.unwrap();
-    assert_eq!(outbox.rescue_expired().await.unwrap(), 0, "the lease is still running");
+    assert_eq!(
+        outbox.rescue_expired().await.unwrap(),
+        0,
+        "the lease is still running"
+    );
     // The worker "crashed": nobody acks. The lease ends (we move it into the past).
     sqlx::query("UPDATE batisync.outbox SET locked_until = now() - interval '1 second'")
         .execute(&db.pool)
@@ -145,7 +194,10 @@ async fn a_claimed_then_abandoned_event_comes_back_after_its_lease() {
 async fn a_newer_event_supersedes_the_older_pending_ones_of_its_key() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox.capture(FLOW, &[event("A", 1), event("B", 1)], None, true).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 1), event("B", 1)], None, true)
+        .await
+        .unwrap();
 
     let report = outbox
         .capture(FLOW, &[event("A", 2), event("A", 3)], None, true)
@@ -154,8 +206,17 @@ async fn a_newer_event_supersedes_the_older_pending_ones_of_its_key() {
     let claimed = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
 
     assert_eq!(report.superseded, 2, "A@1 (stored) and A@2 (same batch)");
-    let versions: Vec<_> = claimed.iter().map(|e| (e.entity_key.clone(), e.source_version.clone())).collect();
-    assert_eq!(versions, [("B".to_string(), "1".to_string()), ("A".to_string(), "3".to_string())]);
+    let versions: Vec<_> = claimed
+        .iter()
+        .map(|e| (e.entity_key.clone(), e.source_version.clone()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("B".to_string(), "1".to_string()),
+            ("A".to_string(), "3".to_string())
+        ]
+    );
     let superseded_by: Option<i64> = sqlx::query_scalar(
         "SELECT superseded_by FROM batisync.outbox WHERE entity_key = 'A' AND source_version = '1'",
     )
@@ -170,7 +231,10 @@ async fn a_newer_event_supersedes_the_older_pending_ones_of_its_key() {
 async fn redriving_a_dead_letter_queues_it_again_unless_a_newer_event_exists() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox.capture(FLOW, &[event("A", 1), event("B", 1)], None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 1), event("B", 1)], None, false)
+        .await
+        .unwrap();
     let claimed = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
     let dead: Vec<_> = claimed
         .iter()
@@ -183,14 +247,24 @@ async fn redriving_a_dead_letter_queues_it_again_unless_a_newer_event_exists() {
         .collect();
     outbox.fail(FLOW, "w", &dead).await.unwrap();
     // B moves on: a newer B is captured and delivered.
-    outbox.capture(FLOW, &[event("B", 2)], None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("B", 2)], None, false)
+        .await
+        .unwrap();
     let b2 = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
-    outbox.ack(FLOW, "w", &[(b2[0].id, "ok".into())]).await.unwrap();
+    outbox
+        .ack(FLOW, "w", &[(b2[0].id, "ok".into())])
+        .await
+        .unwrap();
 
     let report = outbox.redrive_all_dead(Some(FLOW)).await.unwrap();
 
     assert_eq!(report.requeued, [claimed[0].id]);
-    assert_eq!(report.superseded, [claimed[1].id], "old B must not overwrite newer B");
+    assert_eq!(
+        report.superseded,
+        [claimed[1].id],
+        "old B must not overwrite newer B"
+    );
     let again = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (claimed[0].id, 1));
@@ -201,7 +275,10 @@ async fn redriving_a_dead_letter_queues_it_again_unless_a_newer_event_exists() {
 async fn a_dead_letter_does_not_block_the_next_events_of_its_key() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox.capture(FLOW, &[event("A", 1), event("A", 2)], None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 1), event("A", 2)], None, false)
+        .await
+        .unwrap();
     let first = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
     let failure = batisync::outbox::Failure {
         event_id: first[0].id,
@@ -224,7 +301,9 @@ async fn events_left_waiting_by_an_interrupted_process_are_swept() {
     let outbox = db.outbox();
     // Capture inside a transaction and "die" before promoting.
     let mut tx = db.pool.begin().await.unwrap();
-    batisync::outbox::capture(&mut tx, FLOW, &[event("A", 1)], None, false).await.unwrap();
+    batisync::outbox::capture(&mut tx, FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert!(outbox.claim(FLOW, "w", 10, LEASE).await.unwrap().is_empty());
 
@@ -244,13 +323,18 @@ async fn delivered_events_past_retention_are_pruned() {
     let claimed = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
     let done: Vec<_> = claimed.iter().map(|e| (e.id, "ok".to_string())).collect();
     outbox.ack(FLOW, "w", &done).await.unwrap();
-    sqlx::query("UPDATE batisync.outbox SET finished_at = now() - interval '40 days' WHERE id <= $1")
-        .bind(claimed[2].id)
-        .execute(&db.pool)
+    sqlx::query(
+        "UPDATE batisync.outbox SET finished_at = now() - interval '40 days' WHERE id <= $1",
+    )
+    .bind(claimed[2].id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let pruned = outbox
+        .prune(Duration::from_secs(30 * 86_400), 2)
         .await
         .unwrap();
-
-    let pruned = outbox.prune(Duration::from_secs(30 * 86_400), 2).await.unwrap();
 
     assert_eq!(pruned, 3);
     assert_eq!(db.status_counts().await, [("done".to_string(), 2)]);

@@ -62,7 +62,12 @@ impl Recorder {
 
 impl Handler for Recorder {
     async fn apply(&self, event: &Event) -> Result<Applied, DispatchError> {
-        if !self.in_flight.lock().unwrap().insert(event.entity_key.clone()) {
+        if !self
+            .in_flight
+            .lock()
+            .unwrap()
+            .insert(event.entity_key.clone())
+        {
             self.overlaps.fetch_add(1, Ordering::SeqCst);
         }
         self.seen

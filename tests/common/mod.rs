@@ -13,12 +13,18 @@ use sqlx::PgPool;
 /// PostgreSQL the tests use: the cluster `scripts/postgres.sh` starts, unless
 /// BATISYNC_TEST_PG_HOST/PORT/USER/PASSWORD say otherwise.
 pub fn server_settings() -> PostgresSettings {
-    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let env =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     PostgresSettings {
         host: env("BATISYNC_TEST_PG_HOST", "127.0.0.1"),
-        port: env("BATISYNC_TEST_PG_PORT", "55432").parse().expect("BATISYNC_TEST_PG_PORT"),
+        port: env("BATISYNC_TEST_PG_PORT", "55432")
+            .parse()
+            .expect("BATISYNC_TEST_PG_PORT"),
         user: env("BATISYNC_TEST_PG_USER", "batisync"),
-        password: Some(SecretString::from(env("BATISYNC_TEST_PG_PASSWORD", "batisync"))),
+        password: Some(SecretString::from(env(
+            "BATISYNC_TEST_PG_PASSWORD",
+            "batisync",
+        ))),
         database: "postgres".into(),
         max_connections: 20,
         ..PostgresSettings::default()
@@ -48,9 +54,15 @@ impl TestDb {
             database: name.clone(),
             ..server_settings()
         };
-        let pool = batisync::db::connect(&settings).await.expect("connect test db");
+        let pool = batisync::db::connect(&settings)
+            .await
+            .expect("connect test db");
         batisync::db::migrator().run(&pool).await.expect("migrate");
-        Self { pool, settings, name }
+        Self {
+            pool,
+            settings,
+            name,
+        }
     }
 
     pub fn outbox(&self) -> Outbox {
@@ -66,10 +78,12 @@ impl TestDb {
     }
 
     pub async fn status_counts(&self) -> Vec<(String, i64)> {
-        sqlx::query_as("SELECT status, count(*) FROM batisync.outbox GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_as(
+            "SELECT status, count(*) FROM batisync.outbox GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
     }
 
     pub async fn status_of(&self, id: i64) -> String {
