@@ -33,6 +33,9 @@ pub fn connect_options(settings: &PostgresSettings) -> PgConnectOptions {
             SslMode::VerifyCa => PgSslMode::VerifyCa,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
         });
+    if !settings.synchronous_commit {
+        options = options.options([("synchronous_commit", "off")]);
+    }
     if let Some(password) = &settings.password {
         options = options.password(password.expose_secret());
     }

@@ -65,6 +65,11 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: u64,
     /// Apply pending migrations when `batisync run` starts.
     pub auto_migrate: bool,
+    /// Wait for the WAL flush at each commit (`synchronous_commit`). Off by default: a
+    /// PostgreSQL crash may then forget the last fraction of a second of commits, but
+    /// always as a whole (a capture together with its cursor move, an ack), so sources
+    /// are re-read and deliveries repeated, idempotently; nothing is lost.
+    pub synchronous_commit: bool,
 }
 
 impl Default for PostgresSettings {
@@ -80,6 +85,7 @@ impl Default for PostgresSettings {
             max_connections: 16,
             connect_timeout_ms: 5_000,
             auto_migrate: true,
+            synchronous_commit: false,
         }
     }
 }

@@ -66,6 +66,15 @@ impl PhaseFigures {
     pub fn requests_per_sec(&self) -> f64 {
         self.requests_sent as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
+
+    /// Requests per second once the initial burst is spent (the burst equals the rate
+    /// in the throttled phases): the figure to compare with the limit.
+    #[must_use]
+    pub fn sustained_requests_per_sec(&self) -> Option<f64> {
+        let burst = u64::from(self.client_rate_per_sec?);
+        let after_burst = self.requests_sent.saturating_sub(burst) as f64;
+        Some(after_burst / self.elapsed.as_secs_f64().max(f64::EPSILON))
+    }
 }
 
 /// Results of [`bench_client`].
@@ -79,8 +88,17 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<30} {:>8} {:>7} {:>6} {:>9} {:>9} {:>6} {:>7} {:>6}",
-            "phase", "limit/s", "ok", "failed", "requests", "req/s", "429s", "retries", "conns"
+            "{:<30} {:>8} {:>7} {:>6} {:>9} {:>9} {:>11} {:>6} {:>7} {:>6}",
+            "phase",
+            "limit/s",
+            "ok",
+            "failed",
+            "requests",
+            "req/s",
+            "after burst",
+            "429s",
+            "retries",
+            "conns"
         )?;
         for p in &self.phases {
             let limit = p
@@ -88,13 +106,15 @@ impl fmt::Display for BenchReport {
                 .map_or_else(|| "none".to_owned(), |r| r.to_string());
             writeln!(
                 f,
-                "{:<30} {:>8} {:>7} {:>6} {:>9} {:>9.1} {:>6} {:>7} {:>6}",
+                "{:<30} {:>8} {:>7} {:>6} {:>9} {:>9.1} {:>11} {:>6} {:>7} {:>6}",
                 p.label,
                 limit,
                 p.calls_ok,
                 p.calls_failed,
                 p.requests_sent,
                 p.requests_per_sec(),
+                p.sustained_requests_per_sec()
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
                 p.served_429,
                 p.retries,
                 p.connections
