@@ -1,12 +1,16 @@
--- The outbox: one row per captured change, the unit of dispatch.
--- Status life cycle:
---   waiting ──promote (oldest open event of its key)──▶ pending
---   pending ──claim──▶ in_flight ──ack──▶ done
---      ▲                  │ fail (retryable) / lease expired
---      └──────────────────┘
---   in_flight ──fail (permanent or max attempts)──▶ dead ──redrive──▶ waiting
---   waiting/pending ──a newer event of the same key arrives──▶ superseded
--- Per-key order: at most one event of a key is pending or in flight, the oldest open one.
+-- The outbox: one row per captured change, the unit of dispatch. Rows are inserted
+-- once, then only updated in place: no index mentions a column that changes after
+-- capture, so status changes are HOT updates (no index writes). The dispatch state of
+-- each entity key lives in the small `queue` table below.
+--
+-- Status life cycle of an event:
+--   waiting ──its key's previous event finishes──▶ pending ──claim──▶ in_flight
+--   in_flight ──ack──▶ done
+--   in_flight ──fail (retryable) / lease expired──▶ pending (retried later)
+--   in_flight ──fail (permanent or max attempts)──▶ dead ──redrive──▶ pending
+--   waiting ──a newer event of the same key arrives──▶ superseded
+-- Per-key order: only the key's head (the oldest open event, named by `queue`) is ever
+-- pending or in flight.
 CREATE TABLE batisync.outbox (
     id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     flow               text        NOT NULL CHECK (flow <> ''),
@@ -29,21 +33,40 @@ CREATE TABLE batisync.outbox (
     finished_at        timestamptz,
     -- Capturing the same change twice (a poller re-reading after a crash) is a no-op.
     CONSTRAINT outbox_capture_key UNIQUE (flow, entity_key, source_version)
-);
+) WITH (fillfactor = 70);
 
 COMMENT ON TABLE batisync.outbox IS
     'One row per captured change. Inspect with the views backlog, dead_letters, throughput.';
 
--- Claim scans pending events (key heads) of a flow oldest first.
-CREATE INDEX outbox_pending ON batisync.outbox (flow, id) WHERE status = 'pending';
--- Promotion: the oldest open event of a key.
-CREATE INDEX outbox_open_by_key ON batisync.outbox (flow, entity_key, id)
-    WHERE status IN ('waiting', 'pending', 'in_flight');
--- Lease rescue.
-CREATE INDEX outbox_leases ON batisync.outbox (locked_until) WHERE status = 'in_flight';
--- Dead letters and pruning.
-CREATE INDEX outbox_dead ON batisync.outbox (flow, id) WHERE status = 'dead';
-CREATE INDEX outbox_finished ON batisync.outbox (finished_at) WHERE status IN ('done', 'superseded');
+-- The events of one key in order: finding a key's next event.
+CREATE INDEX outbox_by_key ON batisync.outbox (flow, entity_key, id);
+-- Pruning by age; capture time never changes and grows with the table.
+CREATE INDEX outbox_captured_brin ON batisync.outbox USING brin (captured_at);
+
+-- One row per entity key that has open events: which event is its head, and the
+-- dispatch state of that head (claimed or not, lease, when it may be tried again).
+CREATE TABLE batisync.queue (
+    flow             text        NOT NULL,
+    entity_key       text        NOT NULL,
+    event_id         bigint      NOT NULL,
+    claimed          boolean     NOT NULL DEFAULT false,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    locked_by        text,
+    locked_until     timestamptz,
+    PRIMARY KEY (flow, entity_key)
+) WITH (fillfactor = 50);
+-- Claim: unclaimed heads of a flow, oldest event first.
+CREATE INDEX queue_ready ON batisync.queue (flow, event_id) WHERE NOT claimed;
+-- (Lease rescue scans the queue: it holds one row per key with open events, so it
+-- stays small, and every index on it is paid at each claim and ack.)
+
+-- Quarantined events, with why.
+CREATE TABLE batisync.dead_events (
+    event_id   bigint      PRIMARY KEY REFERENCES batisync.outbox (id) ON DELETE CASCADE,
+    flow       text        NOT NULL,
+    dead_since timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dead_events_flow ON batisync.dead_events (flow, event_id);
 
 -- Every failed attempt, for the console and for support.
 CREATE TABLE batisync.outbox_failures (
@@ -95,30 +118,37 @@ CREATE INDEX conflicts_recent ON batisync.conflicts (decided_at DESC);
 
 -- Views for people ---------------------------------------------------------------
 
--- What is waiting, per flow and status, and how old the oldest is.
+-- What is waiting, per flow and status, and how old the oldest is. Open events are all
+-- at or after the oldest head in the queue, so only that tail of the outbox is read.
 CREATE VIEW batisync.backlog AS
-SELECT flow,
-       status,
+SELECT o.flow,
+       o.status,
        count(*)                                         AS events,
-       min(captured_at)                                 AS oldest_captured_at,
-       date_trunc('second', now() - min(captured_at))   AS oldest_age,
-       min(next_attempt_at) FILTER (WHERE status = 'pending') AS next_attempt_at
-FROM batisync.outbox
-WHERE status IN ('waiting', 'pending', 'in_flight', 'dead')
-GROUP BY flow, status;
+       min(o.captured_at)                               AS oldest_captured_at,
+       date_trunc('second', now() - min(o.captured_at)) AS oldest_age,
+       min(o.next_attempt_at) FILTER (WHERE o.status = 'pending') AS next_attempt_at
+FROM batisync.outbox o
+WHERE o.id >= (SELECT coalesce(min(event_id), 9223372036854775807) FROM batisync.queue)
+  AND o.status IN ('waiting', 'pending', 'in_flight')
+GROUP BY o.flow, o.status
+UNION ALL
+SELECT d.flow, 'dead', count(*), min(o.captured_at),
+       date_trunc('second', now() - min(o.captured_at)), NULL
+FROM batisync.dead_events d JOIN batisync.outbox o ON o.id = d.event_id
+GROUP BY d.flow;
 
 -- Dead letters with the reason they were quarantined.
 CREATE VIEW batisync.dead_letters AS
-SELECT id,
-       flow,
-       entity_key,
-       operation,
-       attempts,
-       last_error,
-       captured_at,
-       finished_at AS dead_since
-FROM batisync.outbox
-WHERE status = 'dead';
+SELECT o.id,
+       o.flow,
+       o.entity_key,
+       o.operation,
+       o.attempts,
+       o.last_error,
+       o.captured_at,
+       d.dead_since
+FROM batisync.dead_events d
+JOIN batisync.outbox o ON o.id = d.event_id;
 
 -- Deliveries per minute over the last hour, with capture-to-delivery latency.
 CREATE VIEW batisync.throughput AS
@@ -130,5 +160,6 @@ SELECT flow,
        round((percentile_cont(0.99) WITHIN GROUP (
            ORDER BY extract(epoch FROM finished_at - captured_at)) * 1000)::numeric, 1) AS p99_latency_ms
 FROM batisync.outbox
-WHERE status = 'done' AND finished_at > now() - interval '1 hour'
+WHERE captured_at > now() - interval '1 day'
+  AND status = 'done' AND finished_at > now() - interval '1 hour'
 GROUP BY flow, date_trunc('minute', finished_at);

@@ -8,9 +8,8 @@ use crate::metrics::BacklogRow;
 use crate::outbox::{Outbox, OutboxError, inspect};
 use crate::settings::OutboxSettings;
 
-/// Prune and sweep at most this often: they scan indexes and are recovery paths, not
-/// the normal flow (the first round runs at start-up).
-const SLOW_ROUND_EVERY: Duration = Duration::from_secs(60);
+/// Prune at most this often: it scans and deletes, and need not run every few seconds.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs [`try_maintain`] every `maintenance_interval_ms` until `stop` fires. Failures
 /// are logged and retried at the next tick.
@@ -23,7 +22,7 @@ pub async fn run_until_stopped(outbox: Outbox, settings: OutboxSettings, stop: C
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let prune = last_prune.is_none_or(|at| at.elapsed() >= SLOW_ROUND_EVERY);
+        let prune = last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
         match try_maintain(&outbox, &settings, prune).await {
             Ok(()) if prune => last_prune = Some(tokio::time::Instant::now()),
             Ok(()) => {}
@@ -54,7 +53,6 @@ pub async fn try_maintain(
         .collect();
     crate::metrics::get().set_backlog(rows);
     if prune {
-        outbox.sweep_unpromoted().await?;
         let retention = Duration::from_secs(u64::from(settings.retention_days) * 86_400);
         let pruned = outbox.prune(retention, settings.prune_batch_size).await?;
         if pruned > 0 {

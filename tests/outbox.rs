@@ -170,7 +170,7 @@ async fn a_claimed_then_abandoned_event_comes_back_after_its_lease() {
         "the lease is still running"
     );
     // The worker "crashed": nobody acks. The lease ends (we move it into the past).
-    sqlx::query("UPDATE batisync.outbox SET locked_until = now() - interval '1 second'")
+    sqlx::query("UPDATE batisync.queue SET locked_until = now() - interval '1 second'")
         .execute(&db.pool)
         .await
         .unwrap();
@@ -191,39 +191,45 @@ async fn a_claimed_then_abandoned_event_comes_back_after_its_lease() {
 }
 
 #[tokio::test]
-async fn a_newer_event_supersedes_the_older_pending_ones_of_its_key() {
+async fn a_newer_event_supersedes_the_older_waiting_ones_of_its_key_but_not_its_head() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
     outbox
         .capture(FLOW, &[event("A", 1), event("B", 1)], None, true)
         .await
         .unwrap();
-
-    let report = outbox
-        .capture(FLOW, &[event("A", 2), event("A", 3)], None, true)
+    outbox
+        .capture(FLOW, &[event("A", 2)], None, true)
         .await
         .unwrap();
-    let claimed = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
 
-    assert_eq!(report.superseded, 2, "A@1 (stored) and A@2 (same batch)");
-    let versions: Vec<_> = claimed
-        .iter()
-        .map(|e| (e.entity_key.clone(), e.source_version.clone()))
-        .collect();
-    assert_eq!(
-        versions,
-        [
-            ("B".to_string(), "1".to_string()),
-            ("A".to_string(), "3".to_string())
-        ]
-    );
+    let report = outbox
+        .capture(FLOW, &[event("A", 3), event("A", 4)], None, true)
+        .await
+        .unwrap();
+    let heads = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
+    outbox
+        .ack(FLOW, "w", &[(heads[0].id, "ok".into())])
+        .await
+        .unwrap();
+    let next = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
+
+    assert_eq!(report.superseded, 2, "A@2 (stored) and A@3 (same batch)");
+    let versions = |events: &[batisync::outbox::Event]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{}@{}", e.entity_key, e.source_version))
+            .collect()
+    };
+    assert_eq!(versions(&heads), ["A@1", "B@1"], "heads are not superseded");
+    assert_eq!(versions(&next), ["A@4"]);
     let superseded_by: Option<i64> = sqlx::query_scalar(
-        "SELECT superseded_by FROM batisync.outbox WHERE entity_key = 'A' AND source_version = '1'",
+        "SELECT superseded_by FROM batisync.outbox WHERE entity_key = 'A' AND source_version = '2'",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(superseded_by, Some(claimed[1].id));
+    assert_eq!(superseded_by, Some(next[0].id));
     db.drop().await;
 }
 
@@ -296,21 +302,34 @@ async fn a_dead_letter_does_not_block_the_next_events_of_its_key() {
 }
 
 #[tokio::test]
-async fn events_left_waiting_by_an_interrupted_process_are_swept() {
+async fn a_capture_in_the_callers_transaction_is_claimable_once_committed_and_not_before() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    // Capture inside a transaction and "die" before promoting.
     let mut tx = db.pool.begin().await.unwrap();
     batisync::outbox::capture(&mut tx, FLOW, &[event("A", 1)], None, false)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
     assert!(outbox.claim(FLOW, "w", 10, LEASE).await.unwrap().is_empty());
 
-    let swept = outbox.sweep_unpromoted().await.unwrap();
+    tx.commit().await.unwrap();
 
-    assert_eq!(swept, 1);
     assert_eq!(outbox.claim(FLOW, "w", 10, LEASE).await.unwrap().len(), 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_capture_rolled_back_with_the_callers_transaction_leaves_nothing() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    let mut tx = db.pool.begin().await.unwrap();
+    batisync::outbox::capture(&mut tx, FLOW, &[event("A", 1)], None, false)
+        .await
+        .unwrap();
+
+    tx.rollback().await.unwrap();
+
+    assert!(outbox.claim(FLOW, "w", 10, LEASE).await.unwrap().is_empty());
+    assert!(db.status_counts().await.is_empty());
     db.drop().await;
 }
 
@@ -324,7 +343,7 @@ async fn delivered_events_past_retention_are_pruned() {
     let done: Vec<_> = claimed.iter().map(|e| (e.id, "ok".to_string())).collect();
     outbox.ack(FLOW, "w", &done).await.unwrap();
     sqlx::query(
-        "UPDATE batisync.outbox SET finished_at = now() - interval '40 days' WHERE id <= $1",
+        "UPDATE batisync.outbox SET captured_at = now() - interval '41 days', finished_at = now() - interval '40 days' WHERE id <= $1",
     )
     .bind(claimed[2].id)
     .execute(&db.pool)

@@ -122,7 +122,7 @@ impl<H: Handler> Dispatcher<H> {
                 true
             }
             () = deadline => {
-                match self.outbox.release(&self.worker_id, &ids).await {
+                match self.outbox.release(&self.flow, &self.worker_id, &ids).await {
                     Ok(n) => tracing::info!(flow = %self.flow, released = n,
                         "shutdown deadline reached; unfinished events released"),
                     Err(error) => tracing::warn!(flow = %self.flow, %error,

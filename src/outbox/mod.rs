@@ -2,17 +2,23 @@
 //!
 //! - [`capture`] writes a batch of events and advances the source cursor in one
 //!   transaction (guarantee 1);
-//! - [`Outbox::claim`] hands out the oldest pending events of a flow, at most one per
-//!   entity key and never a key with an older unfinished event (guarantee 2), under a
-//!   lease (guarantee 4);
-//! - [`Outbox::ack`] / [`Outbox::fail`] record outcomes; failures retry with backoff or
-//!   go dead (guarantee 5); [`Outbox::redrive`] brings dead letters back.
+//! - [`Outbox::claim`] hands out the oldest due heads of a flow: each entity key with
+//!   open events has one head (its oldest open event) in the `queue` table, so two
+//!   events of one key are never out at once (guarantee 2); claims carry a lease
+//!   (guarantee 4);
+//! - [`Outbox::record`] (or [`Outbox::ack`] / [`Outbox::fail`]) records outcomes and
+//!   moves each key's head to its next event; failures retry with backoff or go dead
+//!   (guarantee 5); [`Outbox::redrive`] brings dead letters back.
 //!
-//! All SQL lives in [`store`]; the pure retry arithmetic lives in [`backoff`].
+//! Outbox rows are inserted once and then only updated in place (no index covers a
+//! column that changes), which keeps status changes cheap. The SQL lives in `store`
+//! (capture, claim), `record` (outcomes) and `upkeep` (rescue, re-drive, pruning); the
+//! pure retry arithmetic in [`backoff`].
 
 pub mod backoff;
 pub mod inspect;
 pub mod notify;
+mod record;
 mod store;
 mod upkeep;
 
@@ -21,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 pub use backoff::RetryPolicy;
-pub use store::{Captured, capture, round_trips};
+pub use store::{capture, round_trips};
 pub use upkeep::RedriveReport;
 
 /// Name of the NOTIFY channel; the payload is the flow name.

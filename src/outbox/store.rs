@@ -1,18 +1,22 @@
-//! Every SQL statement of the outbox engine, next to the Rust that sends it.
+//! Capture and claim: the SQL of the hot path, next to the Rust that sends it.
 //!
 //! Round trips are batched: a capture is one statement (plus BEGIN/SELECT/COMMIT when a
-//! cursor is compared), a claim is one statement, acks and failures of a batch are one
-//! statement each.
+//! cursor is compared), a claim is one statement; outcomes are recorded by
+//! [`super::record`].
+//!
+//! Locking rule, which keeps the engine free of deadlocks: a statement that may wait
+//! for `queue` rows takes them in `(flow, entity_key)` order; the others use
+//! `SKIP LOCKED` and never wait.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 
+use super::NOTIFY_CHANNEL;
 use super::{CaptureReport, CursorAdvance, Event, NewEvent, Operation, Outbox, OutboxError};
-use super::{Failure, NOTIFY_CHANNEL};
 
 static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
 
@@ -22,25 +26,32 @@ pub fn round_trips() -> u64 {
     ROUND_TRIPS.load(Ordering::Relaxed)
 }
 
-fn count_round_trips(n: u64) {
+pub(crate) fn count_round_trips(n: u64) {
     ROUND_TRIPS.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Stores a batch as `waiting` (or directly `superseded` when a later event of the same
-/// key follows in the batch), supersedes older open events of those keys when asked,
+/// Stores a batch, supersedes older waiting events of the same keys when asked, gives
+/// every key without a queue row one (its new head, `pending`), wakes the dispatchers
 /// and moves the cursor: one statement, atomic on its own.
+///
+/// The queue upsert takes the key's queue row lock until commit (in key order), so a
+/// concurrent ack of that key waits and then sees these events when it looks for the
+/// key's next event.
 const INSERT_EVENTS: &str = r#"
 WITH input AS (
-    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[])
-           WITH ORDINALITY AS t(entity_key, source_version, operation, payload, source_modified_at, status, ord)
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::bool[])
+           WITH ORDINALITY AS t(entity_key, source_version, operation, payload, source_modified_at, status, first_of_key, ord)
 ),
 ins AS (
     INSERT INTO batisync.outbox
            (flow, entity_key, source_version, operation, payload, source_modified_at, status, finished_at, outcome)
-    SELECT $1, entity_key, source_version, operation, payload, source_modified_at, status,
-           CASE WHEN status = 'superseded' THEN now() END,
-           CASE WHEN status = 'superseded' THEN 'superseded within its capture batch' END
-    FROM input ORDER BY ord
+    SELECT $1, i.entity_key, i.source_version, i.operation, i.payload, i.source_modified_at,
+           CASE WHEN i.first_of_key AND NOT EXISTS (
+                    SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.entity_key = i.entity_key)
+                THEN 'pending' ELSE i.status END,
+           CASE WHEN i.status = 'superseded' THEN now() END,
+           CASE WHEN i.status = 'superseded' THEN 'superseded within its capture batch' END
+    FROM input i ORDER BY i.ord
     ON CONFLICT (flow, entity_key, source_version) DO NOTHING
     RETURNING id, entity_key, status
 ),
@@ -49,74 +60,39 @@ sup AS (
     SET status = 'superseded', superseded_by = i.id, finished_at = now(),
         outcome = 'superseded by event ' || i.id
     FROM ins i
-    WHERE $8 AND i.status = 'waiting'
-      AND o.flow = $1 AND o.entity_key = i.entity_key AND o.status IN ('waiting', 'pending')
-      AND o.id < i.id
+    WHERE $9 AND i.status <> 'superseded'
+      AND o.flow = $1 AND o.entity_key = i.entity_key AND o.status = 'waiting' AND o.id < i.id
     RETURNING o.id
+),
+heads AS (
+    INSERT INTO batisync.queue (flow, entity_key, event_id)
+    SELECT $1, entity_key, min(id) FROM ins WHERE status <> 'superseded'
+    GROUP BY entity_key ORDER BY entity_key
+    ON CONFLICT (flow, entity_key) DO UPDATE SET event_id = batisync.queue.event_id
+    RETURNING (xmax = 0) AS created
 ),
 cur AS (
     INSERT INTO batisync.cursors (source, position)
-    SELECT $9, $10 WHERE $9 IS NOT NULL
+    SELECT $10, $11 WHERE $10 IS NOT NULL
     ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
     RETURNING 1
+),
+note AS (
+    SELECT pg_notify($12, $1) WHERE EXISTS (SELECT 1 FROM heads WHERE created)
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
        (SELECT count(*) FROM sup) + (SELECT count(*) FROM ins WHERE status = 'superseded') AS superseded,
-       (SELECT count(*) FROM cur) AS cursor_rows
+       (SELECT count(*) FROM cur) + (SELECT count(*) FROM note) AS side_effects
 "#;
 
-/// For each key, promotes its oldest open event to `pending` when that event is
-/// `waiting`. Run after every commit that may unblock a key (capture, ack, dead letter,
-/// supersede, re-drive): run after the commit, it sees the committed state, so of two
-/// racing writers on one key the later one always promotes. The `status = 'waiting'`
-/// re-check makes concurrent promotions of one key harmless, and `SKIP LOCKED` means a
-/// promotion never waits (so never deadlocks): a row locked by someone else is being
-/// promoted or changed by a writer that promotes after its own commit.
-const PROMOTE: &str = r#"
-WITH heads AS (
-    SELECT h.id
-    FROM unnest($2::text[]) AS k(entity_key)
-    CROSS JOIN LATERAL (
-        SELECT o.id, o.status FROM batisync.outbox o
-        WHERE o.flow = $1 AND o.entity_key = k.entity_key
-          AND o.status IN ('waiting', 'pending', 'in_flight')
-        ORDER BY o.id LIMIT 1) h
-    WHERE h.status = 'waiting'
-),
-locked AS (
-    SELECT o.id FROM batisync.outbox o
-    WHERE o.id IN (SELECT id FROM heads) AND o.status = 'waiting'
-    ORDER BY o.id
-    FOR UPDATE SKIP LOCKED
-),
-upd AS (
-    UPDATE batisync.outbox o SET status = 'pending'
-    FROM locked WHERE o.id = locked.id
-    RETURNING o.id
-),
-note AS (
-    SELECT pg_notify($3, $1) WHERE EXISTS (SELECT 1 FROM upd)
-)
-SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM note)
-"#;
-
-/// A capture committed (or about to be) whose keys still need [`Outbox::promote`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    pub report: CaptureReport,
-    flow: String,
-    keys: Vec<String>,
-}
-
-/// Stores `events` for `flow` and moves the cursor on `conn`, typically inside the
+/// Stores `events` for `flow` and moves the cursor on `conn`, possibly inside the
 /// caller's transaction (when other writes, such as snapshot-diff hashes, must commit
-/// with the capture). After the commit, pass the result to [`Outbox::promote_captured`]
-/// so the events become claimable at once; if the process dies in between, the
-/// maintenance sweep promotes them.
+/// with the capture). The events are claimable as soon as it commits.
 ///
-/// With `supersede`, an event replaces the older waiting or pending events of its key,
-/// including older ones of the same batch. When `cursor` is given, its `expected`
-/// position is checked under a row lock first.
+/// With `supersede`, an event replaces the older waiting events of its key, including
+/// older ones of the same batch (the event being delivered, if any, is not touched).
+/// When `cursor` is given, run this in a transaction: its `expected` position is
+/// checked under a row lock first.
 ///
 /// # Errors
 /// [`OutboxError::CursorConflict`] when another process moved the cursor; database
@@ -128,11 +104,11 @@ pub async fn capture(
     events: &[NewEvent],
     cursor: Option<CursorAdvance<'_>>,
     supersede: bool,
-) -> Result<Captured, OutboxError> {
+) -> Result<CaptureReport, OutboxError> {
     if let Some(advance) = &cursor {
         check_cursor(conn, advance).await?;
     }
-    let statuses = initial_statuses(events, supersede);
+    let (statuses, first_of_key) = initial_statuses(events, supersede);
     let row: (i64, i64, i64) = sqlx::query_as(INSERT_EVENTS)
         .bind(flow)
         .bind(
@@ -161,58 +137,50 @@ pub async fn capture(
                 .collect::<Vec<_>>(),
         )
         .bind(statuses)
+        .bind(first_of_key)
         .bind(supersede)
         .bind(cursor.as_ref().map(|c| c.source))
         .bind(cursor.as_ref().map(|c| c.next))
+        .bind(NOTIFY_CHANNEL)
         .fetch_one(&mut *conn)
         .await?;
     count_round_trips(1);
-    let inserted = row.0 as u64;
-    let superseded = row.1 as u64;
+    let (inserted, superseded) = (row.0 as u64, row.1 as u64);
     crate::metrics::get().captured(flow, inserted, superseded);
-    Ok(Captured {
-        report: CaptureReport {
-            inserted,
-            duplicates: events.len() as u64 - inserted,
-            superseded,
-        },
-        flow: flow.to_owned(),
-        keys: if inserted == 0 {
-            Vec::new()
-        } else {
-            distinct_keys(events.iter().map(|e| e.entity_key.as_str()))
-        },
+    Ok(CaptureReport {
+        inserted,
+        duplicates: events.len() as u64 - inserted,
+        superseded,
     })
 }
 
-/// With `supersede`, every event followed later in the batch by one of the same key is
-/// stored directly as superseded; every other event starts `waiting`.
-fn initial_statuses(events: &[NewEvent], supersede: bool) -> Vec<&'static str> {
-    if !supersede {
-        return vec!["waiting"; events.len()];
-    }
-    let mut last_index: HashMap<&str, usize> = HashMap::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        last_index.insert(e.entity_key.as_str(), i);
-    }
-    events
+/// Initial status of each event (`waiting`, or `superseded` when superseding and a
+/// later event of the same key follows in the batch) and whether it is the first kept
+/// event of its key in the batch (it becomes the head if the key has no queue row).
+fn initial_statuses(events: &[NewEvent], supersede: bool) -> (Vec<&'static str>, Vec<bool>) {
+    let mut seen_from_end: HashSet<&str> = HashSet::with_capacity(events.len());
+    let statuses: Vec<&'static str> = events
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            if last_index.get(e.entity_key.as_str()) == Some(&i) {
-                "waiting"
-            } else {
+        .rev()
+        .map(|e| {
+            let later_exists = !seen_from_end.insert(e.entity_key.as_str());
+            if supersede && later_exists {
                 "superseded"
+            } else {
+                "waiting"
             }
         })
-        .collect()
-}
-
-pub(crate) fn distinct_keys<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut keys: Vec<&str> = keys.collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.into_iter().map(str::to_owned).collect()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
+    let first_of_key = events
+        .iter()
+        .zip(&statuses)
+        .map(|(e, status)| *status == "waiting" && seen.insert(e.entity_key.as_str()))
+        .collect();
+    (statuses, first_of_key)
 }
 
 async fn check_cursor(
@@ -267,62 +235,31 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
-/// Oldest due pending events. Only the oldest open event of a key is ever pending
-/// (see [`PROMOTE`]), so this never hands out two events of one key. Rows locked by a
-/// concurrent claim are skipped.
+/// The oldest due unclaimed heads of a flow. A key has one head at most, so this never
+/// hands out two events of one key. Rows locked by a concurrent claim or capture are
+/// skipped, never waited for.
 const CLAIM: &str = r#"
 WITH picked AS (
-    SELECT id FROM batisync.outbox
-    WHERE flow = $1 AND status = 'pending' AND next_attempt_at <= now()
-    ORDER BY id
+    SELECT entity_key FROM batisync.queue
+    WHERE flow = $1 AND NOT claimed AND next_attempt_at <= now()
+    ORDER BY event_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE batisync.queue q
+    SET claimed = true, locked_by = $3, locked_until = now() + $4 * interval '1 millisecond'
+    FROM picked
+    WHERE q.flow = $1 AND q.entity_key = picked.entity_key
+    RETURNING q.event_id, q.locked_until
 )
 UPDATE batisync.outbox o
-SET status = 'in_flight', locked_by = $3, locked_until = now() + $4 * interval '1 millisecond',
+SET status = 'in_flight', locked_by = $3, locked_until = c.locked_until,
     attempts = o.attempts + 1, first_attempt_at = coalesce(o.first_attempt_at, now())
-FROM picked
-WHERE o.id = picked.id
+FROM claimed c
+WHERE o.id = c.event_id
 RETURNING o.id, o.flow, o.entity_key, o.source_version, o.operation, o.payload,
           o.source_modified_at, o.attempts, o.captured_at
-"#;
-
-const ACK: &str = r#"
-UPDATE batisync.outbox o
-SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL, outcome = a.outcome
-FROM UNNEST($1::bigint[], $2::text[]) AS a(id, outcome)
-WHERE o.id = a.id AND o.status = 'in_flight' AND o.locked_by = $3
-RETURNING o.entity_key
-"#;
-
-const FAIL: &str = r#"
-WITH f AS (
-    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
-           AS t(id, kind, message, delay_ms)
-),
-upd AS (
-    UPDATE batisync.outbox o
-    SET status = CASE WHEN f.delay_ms IS NULL THEN 'dead' ELSE 'pending' END,
-        next_attempt_at = CASE WHEN f.delay_ms IS NULL THEN o.next_attempt_at
-                               ELSE now() + f.delay_ms * interval '1 millisecond' END,
-        finished_at = CASE WHEN f.delay_ms IS NULL THEN now() END,
-        last_error = f.message, locked_by = NULL, locked_until = NULL
-    FROM f
-    WHERE o.id = f.id AND o.status = 'in_flight' AND o.locked_by = $5
-    RETURNING o.id, o.entity_key, o.status, o.attempts, f.kind, f.message
-),
-log AS (
-    INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
-    SELECT id, attempts, kind, message FROM upd
-)
-SELECT entity_key FROM upd WHERE status = 'dead'
-"#;
-
-const RELEASE: &str = r#"
-UPDATE batisync.outbox
-SET status = 'pending', locked_by = NULL, locked_until = NULL,
-    attempts = greatest(attempts - 1, 0), next_attempt_at = now()
-WHERE id = ANY($1) AND status = 'in_flight' AND locked_by = $2
 "#;
 
 impl Outbox {
@@ -346,122 +283,21 @@ impl Outbox {
             .fetch_all(&self.pool)
             .await?;
         count_round_trips(1);
-        rows.into_iter().map(Event::try_from).collect()
+        let mut events: Vec<Event> = rows
+            .into_iter()
+            .map(Event::try_from)
+            .collect::<Result<_, _>>()?;
+        events.sort_by_key(|e| e.id);
+        Ok(events)
     }
 
-    /// Marks events delivered, then promotes the next event of each key. Events whose
-    /// lease was lost (rescued and re-claimed) are left alone; returns how many were
-    /// acknowledged.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn ack(
-        &self,
-        flow: &str,
-        worker: &str,
-        done: &[(i64, String)],
-    ) -> Result<u64, OutboxError> {
-        if done.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<String> = sqlx::query_scalar(ACK)
-            .bind(done.iter().map(|d| d.0).collect::<Vec<_>>())
-            .bind(done.iter().map(|d| d.1.as_str()).collect::<Vec<_>>())
-            .bind(worker)
-            .fetch_all(&self.pool)
-            .await?;
-        count_round_trips(1);
-        self.promote(flow, &keys).await?;
-        Ok(keys.len() as u64)
-    }
-
-    /// Records failed attempts: back to pending after the given delay, or dead (then the
-    /// key's next event is promoted). Each failure is also appended to `outbox_failures`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn fail(
-        &self,
-        flow: &str,
-        worker: &str,
-        failures: &[Failure],
-    ) -> Result<(), OutboxError> {
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let delays: Vec<Option<i64>> = failures
-            .iter()
-            .map(|f| f.retry_in.map(|d| d.as_millis() as i64))
-            .collect();
-        let dead_keys: Vec<String> = sqlx::query_scalar(FAIL)
-            .bind(failures.iter().map(|f| f.event_id).collect::<Vec<_>>())
-            .bind(failures.iter().map(|f| f.kind).collect::<Vec<_>>())
-            .bind(
-                failures
-                    .iter()
-                    .map(|f| f.message.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(delays)
-            .bind(worker)
-            .fetch_all(&self.pool)
-            .await?;
-        count_round_trips(1);
-        self.promote(flow, &dead_keys).await?;
-        Ok(())
-    }
-
-    /// Makes the oldest open event of each key claimable (see [`PROMOTE`]); returns how
-    /// many events were promoted.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn promote(&self, flow: &str, keys: &[String]) -> Result<u64, OutboxError> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let (promoted, _): (i64, i64) = sqlx::query_as(PROMOTE)
-            .bind(flow)
-            .bind(keys)
-            .bind(NOTIFY_CHANNEL)
-            .fetch_one(&self.pool)
-            .await?;
-        count_round_trips(1);
-        Ok(promoted as u64)
-    }
-
-    /// Promotes the keys of a committed [`capture`].
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn promote_captured(&self, captured: &Captured) -> Result<u64, OutboxError> {
-        self.promote(&captured.flow, &captured.keys).await
-    }
-
-    /// Gives claimed events back without counting the attempt (graceful shutdown).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn release(&self, worker: &str, ids: &[i64]) -> Result<u64, OutboxError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let result = sqlx::query(RELEASE)
-            .bind(ids)
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        count_round_trips(1);
-        Ok(result.rows_affected())
-    }
-
-    /// When the earliest pending event of `flow` becomes due, if any is pending.
+    /// When the earliest unclaimed head of `flow` becomes due, if there is one.
     ///
     /// # Errors
     /// Database errors.
     pub async fn next_due(&self, flow: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
         let due = sqlx::query_scalar(
-            "SELECT min(next_attempt_at) FROM batisync.outbox WHERE flow = $1 AND status = 'pending'",
+            "SELECT min(next_attempt_at) FROM batisync.queue WHERE flow = $1 AND NOT claimed",
         )
         .bind(flow)
         .fetch_one(&self.pool)
@@ -470,7 +306,7 @@ impl Outbox {
         Ok(due)
     }
 
-    /// Captures in a transaction of its own, then promotes; see [`capture`].
+    /// Captures (in a transaction when a cursor is compared); see [`capture`].
     ///
     /// # Errors
     /// As [`capture`].
@@ -481,19 +317,16 @@ impl Outbox {
         cursor: Option<CursorAdvance<'_>>,
         supersede: bool,
     ) -> Result<CaptureReport, OutboxError> {
-        let captured = if cursor.is_none() {
+        if cursor.is_none() {
             // A single statement is atomic on its own: no BEGIN/COMMIT needed.
             let mut conn = self.pool.acquire().await?;
-            capture(&mut conn, flow, events, cursor, supersede).await?
-        } else {
-            let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
-            let captured = capture(&mut tx, flow, events, cursor, supersede).await?;
-            tx.commit().await?;
-            count_round_trips(2);
-            captured
-        };
-        self.promote_captured(&captured).await?;
-        Ok(captured.report)
+            return capture(&mut conn, flow, events, cursor, supersede).await;
+        }
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        let report = capture(&mut tx, flow, events, cursor, supersede).await?;
+        tx.commit().await?;
+        count_round_trips(2);
+        Ok(report)
     }
 }
 
@@ -513,12 +346,18 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_event_of_a_key_in_a_batch_stays_pending_when_superseding() {
+    fn only_the_last_event_of_a_key_in_a_batch_is_kept_when_superseding() {
         let events = [ev("a", "1"), ev("b", "1"), ev("a", "2"), ev("a", "3")];
-        assert_eq!(
-            initial_statuses(&events, true),
-            ["superseded", "waiting", "superseded", "waiting"]
-        );
-        assert_eq!(initial_statuses(&events, false), ["waiting"; 4]);
+        let (statuses, first) = initial_statuses(&events, true);
+        assert_eq!(statuses, ["superseded", "waiting", "superseded", "waiting"]);
+        assert_eq!(first, [false, true, false, true]);
+    }
+
+    #[test]
+    fn without_superseding_the_first_event_of_each_key_may_become_its_head() {
+        let events = [ev("a", "1"), ev("b", "1"), ev("a", "2")];
+        let (statuses, first) = initial_statuses(&events, false);
+        assert_eq!(statuses, ["waiting"; 3]);
+        assert_eq!(first, [true, true, false]);
     }
 }

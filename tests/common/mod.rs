@@ -96,10 +96,12 @@ impl TestDb {
 
     /// Pretends time passed: every pending retry becomes due now.
     pub async fn make_retries_due(&self) {
-        sqlx::query("UPDATE batisync.outbox SET next_attempt_at = now() WHERE status = 'pending'")
-            .execute(&self.pool)
-            .await
-            .unwrap();
+        for statement in [
+            "UPDATE batisync.outbox SET next_attempt_at = now() WHERE status = 'pending'",
+            "UPDATE batisync.queue SET next_attempt_at = now() WHERE NOT claimed",
+        ] {
+            sqlx::query(statement).execute(&self.pool).await.unwrap();
+        }
     }
 
     pub async fn drop(self) {

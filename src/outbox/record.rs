@@ -1,0 +1,277 @@
+//! Recording outcomes: delivered, retry later, dead, or released at shutdown.
+//!
+//! A batch's outcomes are recorded in one transaction that first locks the `queue` rows
+//! of its keys in key order (the same order captures take them), then:
+//! - finishes delivered and dead events and moves each key's head to its next event
+//!   (or removes the key from the queue), in one statement that runs after the lock,
+//!   so it sees every event a concurrent capture committed for those keys;
+//! - schedules retries, in a second statement.
+
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use super::store::count_round_trips;
+use super::{Failure, NOTIFY_CHANNEL, Outbox, OutboxError};
+
+const LOCK_HEADS: &str = r#"
+SELECT 1 FROM batisync.queue q
+JOIN batisync.outbox o ON o.flow = q.flow AND o.entity_key = q.entity_key
+WHERE q.flow = $1 AND o.id = ANY($2)
+ORDER BY q.flow, q.entity_key
+FOR UPDATE OF q
+"#;
+
+/// Delivered (`kind` NULL) and dead events are finished; each key's head moves to its
+/// next open event, or the key leaves the queue. Fenced by `locked_by`: an event whose
+/// lease was lost (rescued, maybe claimed by another worker) is left alone.
+const FINISH: &str = r#"
+WITH f AS (
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+           AS t(id, outcome, kind, message)
+),
+fin AS (
+    UPDATE batisync.outbox o
+    SET status = CASE WHEN f.kind IS NULL THEN 'done' ELSE 'dead' END,
+        finished_at = now(), locked_by = NULL, locked_until = NULL,
+        outcome = f.outcome, last_error = coalesce(f.message, o.last_error)
+    FROM f
+    WHERE o.id = f.id AND o.status = 'in_flight' AND o.locked_by = $5
+    RETURNING o.id, o.entity_key, o.attempts, f.kind, f.message
+),
+dead AS (
+    INSERT INTO batisync.dead_events (event_id, flow)
+    SELECT id, $6 FROM fin WHERE kind IS NOT NULL
+),
+log AS (
+    INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
+    SELECT id, attempts, kind, message FROM fin WHERE kind IS NOT NULL
+),
+nxt AS (
+    SELECT fin.entity_key, n.id AS next_id
+    FROM fin
+    LEFT JOIN LATERAL (
+        SELECT o.id FROM batisync.outbox o
+        WHERE o.flow = $6 AND o.entity_key = fin.entity_key AND o.id > fin.id
+          AND o.status IN ('waiting', 'pending')
+        ORDER BY o.id LIMIT 1) n ON true
+),
+moved AS (
+    UPDATE batisync.queue q
+    SET event_id = nxt.next_id, claimed = false, locked_by = NULL, locked_until = NULL,
+        next_attempt_at = now()
+    FROM nxt
+    WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NOT NULL
+    RETURNING q.event_id
+),
+gone AS (
+    DELETE FROM batisync.queue q USING nxt
+    WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NULL
+),
+heads AS (
+    UPDATE batisync.outbox o SET status = 'pending', next_attempt_at = now()
+    FROM moved WHERE o.id = moved.event_id
+),
+note AS (
+    SELECT pg_notify($7, $6) WHERE EXISTS (SELECT 1 FROM moved)
+)
+SELECT (SELECT count(*) FROM fin WHERE kind IS NULL), (SELECT count(*) FROM note)
+"#;
+
+/// Failed attempts that will be retried: the head stays, unclaimed, due later.
+const RETRY: &str = r#"
+WITH f AS (
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
+           AS t(id, kind, message, delay_ms)
+),
+upd AS (
+    UPDATE batisync.outbox o
+    SET status = 'pending', next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
+        last_error = f.message, locked_by = NULL, locked_until = NULL
+    FROM f
+    WHERE o.id = f.id AND o.status = 'in_flight' AND o.locked_by = $5
+    RETURNING o.id, o.flow, o.entity_key, o.attempts, o.next_attempt_at, f.kind, f.message
+),
+queued AS (
+    UPDATE batisync.queue q
+    SET claimed = false, locked_by = NULL, locked_until = NULL, next_attempt_at = upd.next_attempt_at
+    FROM upd WHERE q.flow = upd.flow AND q.entity_key = upd.entity_key AND q.event_id = upd.id
+)
+INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
+SELECT id, attempts, kind, message FROM upd
+"#;
+
+/// Claims given back at shutdown: the attempt is not counted.
+const RELEASE: &str = r#"
+WITH rel AS (
+    UPDATE batisync.outbox
+    SET status = 'pending', locked_by = NULL, locked_until = NULL,
+        attempts = greatest(attempts - 1, 0), next_attempt_at = now()
+    WHERE id = ANY($1) AND status = 'in_flight' AND locked_by = $2
+    RETURNING id, flow, entity_key
+)
+UPDATE batisync.queue q
+SET claimed = false, locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+FROM rel WHERE q.flow = rel.flow AND q.entity_key = rel.entity_key AND q.event_id = rel.id
+"#;
+
+impl Outbox {
+    /// Marks events delivered; returns how many were acknowledged (events whose lease
+    /// was lost are left alone).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn ack(
+        &self,
+        flow: &str,
+        worker: &str,
+        done: &[(i64, String)],
+    ) -> Result<u64, OutboxError> {
+        self.record(flow, worker, done, &[]).await
+    }
+
+    /// Records failed attempts: retried after their delay, or dead.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fail(
+        &self,
+        flow: &str,
+        worker: &str,
+        failures: &[Failure],
+    ) -> Result<(), OutboxError> {
+        self.record(flow, worker, &[], failures).await.map(|_| ())
+    }
+
+    /// Records a batch's outcomes in one transaction; returns how many deliveries were
+    /// acknowledged.
+    ///
+    /// # Errors
+    /// Database errors; nothing is recorded then, and the leases bring the events back.
+    pub async fn record(
+        &self,
+        flow: &str,
+        worker: &str,
+        done: &[(i64, String)],
+        failures: &[Failure],
+    ) -> Result<u64, OutboxError> {
+        if done.is_empty() && failures.is_empty() {
+            return Ok(0);
+        }
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        let ids: Vec<i64> = done
+            .iter()
+            .map(|d| d.0)
+            .chain(failures.iter().map(|f| f.event_id))
+            .collect();
+        sqlx::query(LOCK_HEADS)
+            .bind(flow)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let acked = finish(&mut tx, flow, worker, done, failures).await?;
+        retry(&mut tx, worker, failures).await?;
+        tx.commit().await?;
+        count_round_trips(3);
+        Ok(acked)
+    }
+
+    /// Gives claimed events back without counting the attempt (graceful shutdown).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn release(&self, flow: &str, worker: &str, ids: &[i64]) -> Result<u64, OutboxError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        sqlx::query(LOCK_HEADS)
+            .bind(flow)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+        let released = sqlx::query(RELEASE)
+            .bind(ids)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        count_round_trips(4);
+        Ok(released)
+    }
+}
+
+async fn finish(
+    conn: &mut PgConnection,
+    flow: &str,
+    worker: &str,
+    done: &[(i64, String)],
+    failures: &[Failure],
+) -> Result<u64, OutboxError> {
+    let dead: Vec<&Failure> = failures.iter().filter(|f| f.retry_in.is_none()).collect();
+    if done.is_empty() && dead.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = done
+        .iter()
+        .map(|d| d.0)
+        .chain(dead.iter().map(|f| f.event_id))
+        .collect();
+    let outcomes: Vec<Option<&str>> = done
+        .iter()
+        .map(|d| Some(d.1.as_str()))
+        .chain(dead.iter().map(|_| None))
+        .collect();
+    let kinds: Vec<Option<&str>> = done
+        .iter()
+        .map(|_| None)
+        .chain(dead.iter().map(|f| Some(f.kind)))
+        .collect();
+    let messages: Vec<Option<&str>> = done
+        .iter()
+        .map(|_| None)
+        .chain(dead.iter().map(|f| Some(f.message.as_str())))
+        .collect();
+    let (acked, _): (i64, i64) = sqlx::query_as(FINISH)
+        .bind(ids)
+        .bind(outcomes)
+        .bind(kinds)
+        .bind(messages)
+        .bind(worker)
+        .bind(flow)
+        .bind(NOTIFY_CHANNEL)
+        .fetch_one(&mut *conn)
+        .await?;
+    count_round_trips(1);
+    Ok(acked as u64)
+}
+
+async fn retry(
+    conn: &mut PgConnection,
+    worker: &str,
+    failures: &[Failure],
+) -> Result<(), OutboxError> {
+    let retried: Vec<&Failure> = failures.iter().filter(|f| f.retry_in.is_some()).collect();
+    if retried.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(RETRY)
+        .bind(retried.iter().map(|f| f.event_id).collect::<Vec<_>>())
+        .bind(retried.iter().map(|f| f.kind).collect::<Vec<_>>())
+        .bind(
+            retried
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            retried
+                .iter()
+                .map(|f| f.retry_in.map_or(0, |d| d.as_millis() as i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?;
+    count_round_trips(1);
+    Ok(())
+}
