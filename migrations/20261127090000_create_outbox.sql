@@ -4,13 +4,13 @@
 -- each entity key lives in the small `queue` table below.
 --
 -- Status life cycle of an event:
---   waiting ──its key's previous event finishes──▶ pending ──claim──▶ in_flight
+--   waiting ──claim (once it is its key's head in `queue`)──▶ in_flight
 --   in_flight ──ack──▶ done
---   in_flight ──fail (retryable) / lease expired──▶ pending (retried later)
+--   in_flight ──fail (retryable) / lease expired / shutdown──▶ pending (tried again)
 --   in_flight ──fail (permanent or max attempts)──▶ dead ──redrive──▶ pending
 --   waiting ──a newer event of the same key arrives──▶ superseded
--- Per-key order: only the key's head (the oldest open event, named by `queue`) is ever
--- pending or in flight.
+-- Per-key order: only the key's head (its oldest open event, named by `queue`) is ever
+-- claimed. Views show a waiting head as pending.
 CREATE TABLE batisync.outbox (
     id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     flow               text        NOT NULL CHECK (flow <> ''),
@@ -33,7 +33,7 @@ CREATE TABLE batisync.outbox (
     finished_at        timestamptz,
     -- Capturing the same change twice (a poller re-reading after a crash) is a no-op.
     CONSTRAINT outbox_capture_key UNIQUE (flow, entity_key, source_version)
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 50);
 
 COMMENT ON TABLE batisync.outbox IS
     'One row per captured change. Inspect with the views backlog, dead_letters, throughput.';
@@ -44,21 +44,21 @@ CREATE INDEX outbox_by_key ON batisync.outbox (flow, entity_key, id);
 CREATE INDEX outbox_captured_brin ON batisync.outbox USING brin (captured_at);
 
 -- One row per entity key that has open events: which event is its head, and the
--- dispatch state of that head (claimed or not, lease, when it may be tried again).
+-- dispatch state of that head. A claim pushes `next_attempt_at` to the end of its
+-- lease, so an expired lease makes the head due again by itself; claims and retries
+-- change no indexed column (HOT updates), only moving the head to the next event does.
 CREATE TABLE batisync.queue (
     flow             text        NOT NULL,
     entity_key       text        NOT NULL,
     event_id         bigint      NOT NULL,
-    claimed          boolean     NOT NULL DEFAULT false,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     locked_by        text,
     locked_until     timestamptz,
     PRIMARY KEY (flow, entity_key)
 ) WITH (fillfactor = 50);
--- Claim: unclaimed heads of a flow, oldest event first.
-CREATE INDEX queue_ready ON batisync.queue (flow, event_id) WHERE NOT claimed;
--- (Lease rescue scans the queue: it holds one row per key with open events, so it
--- stays small, and every index on it is paid at each claim and ack.)
+-- Claim: heads of a flow, oldest event first. (Lease rescue scans the queue: it holds
+-- one row per key with open events, so it stays small.)
+CREATE INDEX queue_heads ON batisync.queue (flow, event_id);
 
 -- Quarantined events, with why.
 CREATE TABLE batisync.dead_events (
@@ -122,15 +122,17 @@ CREATE INDEX conflicts_recent ON batisync.conflicts (decided_at DESC);
 -- at or after the oldest head in the queue, so only that tail of the outbox is read.
 CREATE VIEW batisync.backlog AS
 SELECT o.flow,
-       o.status,
+       CASE WHEN o.status = 'waiting' AND q.event_id IS NOT NULL THEN 'pending'
+            ELSE o.status END                           AS status,
        count(*)                                         AS events,
        min(o.captured_at)                               AS oldest_captured_at,
        date_trunc('second', now() - min(o.captured_at)) AS oldest_age,
-       min(o.next_attempt_at) FILTER (WHERE o.status = 'pending') AS next_attempt_at
+       min(q.next_attempt_at)                           AS next_attempt_at
 FROM batisync.outbox o
+LEFT JOIN batisync.queue q ON q.event_id = o.id AND q.flow = o.flow AND q.entity_key = o.entity_key
 WHERE o.id >= (SELECT coalesce(min(event_id), 9223372036854775807) FROM batisync.queue)
   AND o.status IN ('waiting', 'pending', 'in_flight')
-GROUP BY o.flow, o.status
+GROUP BY 1, 2
 UNION ALL
 SELECT d.flow, 'dead', count(*), min(o.captured_at),
        date_trunc('second', now() - min(o.captured_at)), NULL

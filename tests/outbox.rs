@@ -97,7 +97,7 @@ async fn a_cursor_moved_by_someone_else_refuses_the_capture() {
             .await
             .unwrap();
     assert_eq!(position, one);
-    assert_eq!(db.status_counts().await, [("pending".to_string(), 1)]);
+    assert_eq!(db.status_counts().await, [("waiting".to_string(), 1)]);
     db.drop().await;
 }
 

@@ -21,7 +21,8 @@ FOR UPDATE OF q
 "#;
 
 /// Delivered (`kind` NULL) and dead events are finished; each key's head moves to its
-/// next open event, or the key leaves the queue. Fenced by `locked_by`: an event whose
+/// next open event, or the key leaves the queue. (The new head's row is not touched:
+/// the queue row is what makes it claimable; views show queue heads as pending.) Fenced by `locked_by`: an event whose
 /// lease was lost (rescued, maybe claimed by another worker) is left alone.
 const FINISH: &str = r#"
 WITH f AS (
@@ -56,8 +57,7 @@ nxt AS (
 ),
 moved AS (
     UPDATE batisync.queue q
-    SET event_id = nxt.next_id, claimed = false, locked_by = NULL, locked_until = NULL,
-        next_attempt_at = now()
+    SET event_id = nxt.next_id, locked_by = NULL, locked_until = NULL, next_attempt_at = now()
     FROM nxt
     WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NOT NULL
     RETURNING q.event_id
@@ -65,10 +65,6 @@ moved AS (
 gone AS (
     DELETE FROM batisync.queue q USING nxt
     WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NULL
-),
-heads AS (
-    UPDATE batisync.outbox o SET status = 'pending', next_attempt_at = now()
-    FROM moved WHERE o.id = moved.event_id
 ),
 note AS (
     SELECT pg_notify($7, $6) WHERE EXISTS (SELECT 1 FROM moved)
@@ -92,7 +88,7 @@ upd AS (
 ),
 queued AS (
     UPDATE batisync.queue q
-    SET claimed = false, locked_by = NULL, locked_until = NULL, next_attempt_at = upd.next_attempt_at
+    SET locked_by = NULL, locked_until = NULL, next_attempt_at = upd.next_attempt_at
     FROM upd WHERE q.flow = upd.flow AND q.entity_key = upd.entity_key AND q.event_id = upd.id
 )
 INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
@@ -109,7 +105,7 @@ WITH rel AS (
     RETURNING id, flow, entity_key
 )
 UPDATE batisync.queue q
-SET claimed = false, locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+SET locked_by = NULL, locked_until = NULL, next_attempt_at = now()
 FROM rel WHERE q.flow = rel.flow AND q.entity_key = rel.entity_key AND q.event_id = rel.id
 "#;
 

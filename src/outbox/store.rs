@@ -31,24 +31,22 @@ pub(crate) fn count_round_trips(n: u64) {
 }
 
 /// Stores a batch, supersedes older waiting events of the same keys when asked, gives
-/// every key without a queue row one (its new head, `pending`), wakes the dispatchers
-/// and moves the cursor: one statement, atomic on its own.
+/// every key without a queue row one (its first new event is the head), wakes the
+/// dispatchers and moves the cursor: one statement, atomic on its own.
 ///
 /// The queue upsert takes the key's queue row lock until commit (in key order), so a
 /// concurrent ack of that key waits and then sees these events when it looks for the
 /// key's next event.
 const INSERT_EVENTS: &str = r#"
 WITH input AS (
-    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::bool[])
-           WITH ORDINALITY AS t(entity_key, source_version, operation, payload, source_modified_at, status, first_of_key, ord)
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[])
+           WITH ORDINALITY AS t(entity_key, source_version, operation, payload, source_modified_at, status, ord)
 ),
 ins AS (
     INSERT INTO batisync.outbox
            (flow, entity_key, source_version, operation, payload, source_modified_at, status, finished_at, outcome)
     SELECT $1, i.entity_key, i.source_version, i.operation, i.payload, i.source_modified_at,
-           CASE WHEN i.first_of_key AND NOT EXISTS (
-                    SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.entity_key = i.entity_key)
-                THEN 'pending' ELSE i.status END,
+           i.status,
            CASE WHEN i.status = 'superseded' THEN now() END,
            CASE WHEN i.status = 'superseded' THEN 'superseded within its capture batch' END
     FROM input i ORDER BY i.ord
@@ -60,25 +58,28 @@ sup AS (
     SET status = 'superseded', superseded_by = i.id, finished_at = now(),
         outcome = 'superseded by event ' || i.id
     FROM ins i
-    WHERE $9 AND i.status <> 'superseded'
+    WHERE $8 AND i.status <> 'superseded'
       AND o.flow = $1 AND o.entity_key = i.entity_key AND o.status = 'waiting' AND o.id < i.id
+      AND NOT EXISTS (SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.event_id = o.id)
     RETURNING o.id
 ),
 heads AS (
     INSERT INTO batisync.queue (flow, entity_key, event_id)
     SELECT $1, entity_key, min(id) FROM ins WHERE status <> 'superseded'
     GROUP BY entity_key ORDER BY entity_key
-    ON CONFLICT (flow, entity_key) DO UPDATE SET event_id = batisync.queue.event_id
-    RETURNING (xmax = 0) AS created
+    -- An existing row is locked (so a concurrent ack of the key waits for this commit)
+    -- but not rewritten: `DO UPDATE ... WHERE false` locks without a new row version.
+    ON CONFLICT (flow, entity_key) DO UPDATE SET event_id = batisync.queue.event_id WHERE false
+    RETURNING event_id
 ),
 cur AS (
     INSERT INTO batisync.cursors (source, position)
-    SELECT $10, $11 WHERE $10 IS NOT NULL
+    SELECT $9, $10 WHERE $9 IS NOT NULL
     ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
     RETURNING 1
 ),
 note AS (
-    SELECT pg_notify($12, $1) WHERE EXISTS (SELECT 1 FROM heads WHERE created)
+    SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM heads)
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
        (SELECT count(*) FROM sup) + (SELECT count(*) FROM ins WHERE status = 'superseded') AS superseded,
@@ -108,7 +109,7 @@ pub async fn capture(
     if let Some(advance) = &cursor {
         check_cursor(conn, advance).await?;
     }
-    let (statuses, first_of_key) = initial_statuses(events, supersede);
+    let statuses = initial_statuses(events, supersede);
     let row: (i64, i64, i64) = sqlx::query_as(INSERT_EVENTS)
         .bind(flow)
         .bind(
@@ -137,7 +138,6 @@ pub async fn capture(
                 .collect::<Vec<_>>(),
         )
         .bind(statuses)
-        .bind(first_of_key)
         .bind(supersede)
         .bind(cursor.as_ref().map(|c| c.source))
         .bind(cursor.as_ref().map(|c| c.next))
@@ -154,12 +154,11 @@ pub async fn capture(
     })
 }
 
-/// Initial status of each event (`waiting`, or `superseded` when superseding and a
-/// later event of the same key follows in the batch) and whether it is the first kept
-/// event of its key in the batch (it becomes the head if the key has no queue row).
-fn initial_statuses(events: &[NewEvent], supersede: bool) -> (Vec<&'static str>, Vec<bool>) {
+/// Initial status of each event: `waiting`, or `superseded` when superseding and a
+/// later event of the same key follows in the batch.
+fn initial_statuses(events: &[NewEvent], supersede: bool) -> Vec<&'static str> {
     let mut seen_from_end: HashSet<&str> = HashSet::with_capacity(events.len());
-    let statuses: Vec<&'static str> = events
+    let mut statuses: Vec<&'static str> = events
         .iter()
         .rev()
         .map(|e| {
@@ -170,17 +169,9 @@ fn initial_statuses(events: &[NewEvent], supersede: bool) -> (Vec<&'static str>,
                 "waiting"
             }
         })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
         .collect();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
-    let first_of_key = events
-        .iter()
-        .zip(&statuses)
-        .map(|(e, status)| *status == "waiting" && seen.insert(e.entity_key.as_str()))
-        .collect();
-    (statuses, first_of_key)
+    statuses.reverse();
+    statuses
 }
 
 async fn check_cursor(
@@ -235,20 +226,21 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
-/// The oldest due unclaimed heads of a flow. A key has one head at most, so this never
-/// hands out two events of one key. Rows locked by a concurrent claim or capture are
-/// skipped, never waited for.
+/// The oldest due heads of a flow (a claimed head is due again only when its lease
+/// ends). A key has one head at most, so this never hands out two events of one key.
+/// Rows locked by a concurrent claim or capture are skipped, never waited for.
 const CLAIM: &str = r#"
 WITH picked AS (
     SELECT entity_key FROM batisync.queue
-    WHERE flow = $1 AND NOT claimed AND next_attempt_at <= now()
+    WHERE flow = $1 AND next_attempt_at <= now()
     ORDER BY event_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
     UPDATE batisync.queue q
-    SET claimed = true, locked_by = $3, locked_until = now() + $4 * interval '1 millisecond'
+    SET next_attempt_at = now() + $4 * interval '1 millisecond', locked_by = $3,
+        locked_until = now() + $4 * interval '1 millisecond'
     FROM picked
     WHERE q.flow = $1 AND q.entity_key = picked.entity_key
     RETURNING q.event_id, q.locked_until
@@ -291,17 +283,17 @@ impl Outbox {
         Ok(events)
     }
 
-    /// When the earliest unclaimed head of `flow` becomes due, if there is one.
+    /// When the earliest head of `flow` becomes due (a retry, or a lease that ends),
+    /// if there is one.
     ///
     /// # Errors
     /// Database errors.
     pub async fn next_due(&self, flow: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
-        let due = sqlx::query_scalar(
-            "SELECT min(next_attempt_at) FROM batisync.queue WHERE flow = $1 AND NOT claimed",
-        )
-        .bind(flow)
-        .fetch_one(&self.pool)
-        .await?;
+        let due =
+            sqlx::query_scalar("SELECT min(next_attempt_at) FROM batisync.queue WHERE flow = $1")
+                .bind(flow)
+                .fetch_one(&self.pool)
+                .await?;
         count_round_trips(1);
         Ok(due)
     }
@@ -348,16 +340,10 @@ mod tests {
     #[test]
     fn only_the_last_event_of_a_key_in_a_batch_is_kept_when_superseding() {
         let events = [ev("a", "1"), ev("b", "1"), ev("a", "2"), ev("a", "3")];
-        let (statuses, first) = initial_statuses(&events, true);
-        assert_eq!(statuses, ["superseded", "waiting", "superseded", "waiting"]);
-        assert_eq!(first, [false, true, false, true]);
-    }
-
-    #[test]
-    fn without_superseding_the_first_event_of_each_key_may_become_its_head() {
-        let events = [ev("a", "1"), ev("b", "1"), ev("a", "2")];
-        let (statuses, first) = initial_statuses(&events, false);
-        assert_eq!(statuses, ["waiting"; 3]);
-        assert_eq!(first, [true, true, false]);
+        assert_eq!(
+            initial_statuses(&events, true),
+            ["superseded", "waiting", "superseded", "waiting"]
+        );
+        assert_eq!(initial_statuses(&events, false), ["waiting"; 4]);
     }
 }

@@ -10,13 +10,13 @@ use super::{NOTIFY_CHANNEL, Outbox, OutboxError};
 const RESCUE: &str = r#"
 WITH expired AS (
     SELECT flow, entity_key FROM batisync.queue
-    WHERE claimed AND locked_until < now()
+    WHERE locked_by IS NOT NULL AND locked_until < now()
     ORDER BY flow, entity_key
     FOR UPDATE SKIP LOCKED
 ),
 freed AS (
     UPDATE batisync.queue q
-    SET claimed = false, locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+    SET locked_by = NULL, locked_until = NULL, next_attempt_at = now()
     FROM expired e WHERE q.flow = e.flow AND q.entity_key = e.entity_key
     RETURNING q.event_id, q.flow
 ),
@@ -49,6 +49,7 @@ SET status = 'superseded', superseded_by = newest.id, finished_at = now(),
     outcome = 'superseded by event ' || newest.id
 FROM newest
 WHERE o.flow = $1 AND o.entity_key = $2 AND o.status = 'waiting' AND o.id < newest.id
+  AND NOT EXISTS (SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.event_id = o.id)
 "#;
 
 /// Dead letters go back to the queue with a fresh attempt budget, unless a newer event

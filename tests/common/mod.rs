@@ -98,7 +98,7 @@ impl TestDb {
     pub async fn make_retries_due(&self) {
         for statement in [
             "UPDATE batisync.outbox SET next_attempt_at = now() WHERE status = 'pending'",
-            "UPDATE batisync.queue SET next_attempt_at = now() WHERE NOT claimed",
+            "UPDATE batisync.queue SET next_attempt_at = now() WHERE locked_by IS NULL",
         ] {
             sqlx::query(statement).execute(&self.pool).await.unwrap();
         }
