@@ -12,12 +12,13 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use super::store::count_round_trips;
 use super::{Failure, NOTIFY_CHANNEL, Outbox, OutboxError};
 
+/// The claimed events are their keys' heads (unless a lease was lost, and then the
+/// outcome is fenced off below anyway).
 const LOCK_HEADS: &str = r#"
-SELECT 1 FROM batisync.queue q
-JOIN batisync.outbox o ON o.flow = q.flow AND o.entity_key = q.entity_key
-WHERE q.flow = $1 AND o.id = ANY($2)
-ORDER BY q.flow, q.entity_key
-FOR UPDATE OF q
+SELECT 1 FROM batisync.queue
+WHERE flow = $1 AND event_id = ANY($2)
+ORDER BY flow, entity_key
+FOR UPDATE
 "#;
 
 /// Delivered (`kind` NULL) and dead events are finished; each key's head moves to its
