@@ -16,6 +16,8 @@ pub mod error;
 pub mod ident;
 pub mod ledger;
 pub mod model;
+pub mod pool;
+pub mod schema;
 pub mod settings;
 pub mod spec;
 pub(crate) mod tsql;
