@@ -221,15 +221,61 @@ impl Pool {
                 Err(e) => Err(e),
             };
             match result {
-                Err(e) if e.is_transient() && attempt < self.settings.max_attempts => {
-                    let delay = backoff(attempt);
-                    tracing::warn!(what, attempt, error = %e, ?delay, "Batigest work failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
+                Err(e) if self.should_retry(what, &mut attempt, &e).await => {}
                 other => return other,
             }
         }
+    }
+
+    /// After a failed attempt: when the error is transient and attempts remain, waits
+    /// (backoff with jitter), counts the attempt and returns true.
+    pub async fn should_retry(&self, what: &'static str, attempt: &mut u32, e: &BatigestError) -> bool {
+        if !e.is_transient() || *attempt >= self.settings.max_attempts {
+            return false;
+        }
+        let delay = backoff(*attempt);
+        tracing::warn!(what, attempt = *attempt, error = %e, ?delay, "Batigest work failed, retrying");
+        tokio::time::sleep(delay).await;
+        *attempt += 1;
+        true
+    }
+
+    /// Runs a parameterised statement and returns the rows of its first result set.
+    ///
+    /// # Errors
+    /// The classified server or connection error.
+    pub async fn fetch(
+        &self,
+        client: &mut Client,
+        sql: &str,
+        params: &[&dyn tiberius::ToSql],
+    ) -> Result<Vec<tiberius::Row>, BatigestError> {
+        let stream = client.query(sql, params).await.map_err(|e| self.work_error(e))?;
+        stream.into_first_result().await.map_err(|e| self.work_error(e))
+    }
+
+    /// Runs a parameterised statement that returns no rows; gives the rows affected.
+    ///
+    /// # Errors
+    /// The classified server or connection error.
+    pub async fn execute(
+        &self,
+        client: &mut Client,
+        sql: &str,
+        params: &[&dyn tiberius::ToSql],
+    ) -> Result<u64, BatigestError> {
+        let result = client.execute(sql, params).await.map_err(|e| self.work_error(e))?;
+        Ok(result.total())
+    }
+
+    /// Runs a parameter-less batch (transaction control).
+    ///
+    /// # Errors
+    /// The classified server or connection error.
+    pub async fn batch(&self, client: &mut Client, sql: &'static str) -> Result<(), BatigestError> {
+        let stream = client.simple_query(sql).await.map_err(|e| self.work_error(e))?;
+        stream.into_results().await.map_err(|e| self.work_error(e))?;
+        Ok(())
     }
 }
 
