@@ -229,7 +229,12 @@ impl Pool {
 
     /// After a failed attempt: when the error is transient and attempts remain, waits
     /// (backoff with jitter), counts the attempt and returns true.
-    pub async fn should_retry(&self, what: &'static str, attempt: &mut u32, e: &BatigestError) -> bool {
+    pub async fn should_retry(
+        &self,
+        what: &'static str,
+        attempt: &mut u32,
+        e: &BatigestError,
+    ) -> bool {
         if !e.is_transient() || *attempt >= self.settings.max_attempts {
             return false;
         }
@@ -250,8 +255,14 @@ impl Pool {
         sql: &str,
         params: &[&dyn tiberius::ToSql],
     ) -> Result<Vec<tiberius::Row>, BatigestError> {
-        let stream = client.query(sql, params).await.map_err(|e| self.work_error(e))?;
-        stream.into_first_result().await.map_err(|e| self.work_error(e))
+        let stream = client
+            .query(sql, params)
+            .await
+            .map_err(|e| self.work_error(e))?;
+        stream
+            .into_first_result()
+            .await
+            .map_err(|e| self.work_error(e))
     }
 
     /// Runs a parameterised statement that returns no rows; gives the rows affected.
@@ -264,7 +275,10 @@ impl Pool {
         sql: &str,
         params: &[&dyn tiberius::ToSql],
     ) -> Result<u64, BatigestError> {
-        let result = client.execute(sql, params).await.map_err(|e| self.work_error(e))?;
+        let result = client
+            .execute(sql, params)
+            .await
+            .map_err(|e| self.work_error(e))?;
         Ok(result.total())
     }
 
@@ -273,8 +287,14 @@ impl Pool {
     /// # Errors
     /// The classified server or connection error.
     pub async fn batch(&self, client: &mut Client, sql: &'static str) -> Result<(), BatigestError> {
-        let stream = client.simple_query(sql).await.map_err(|e| self.work_error(e))?;
-        stream.into_results().await.map_err(|e| self.work_error(e))?;
+        let stream = client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.work_error(e))?;
+        stream
+            .into_results()
+            .await
+            .map_err(|e| self.work_error(e))?;
         Ok(())
     }
 }

@@ -35,7 +35,9 @@ fn key_text(cell: Cell) -> Result<String, BatigestError> {
     match cell {
         Cell::Text(s) => Ok(s),
         Cell::Int(i) => Ok(i.to_string()),
-        other => Err(BatigestError::Protocol(format!("unsupported key value {other:?}"))),
+        other => Err(BatigestError::Protocol(format!(
+            "unsupported key value {other:?}"
+        ))),
     }
 }
 
@@ -46,7 +48,10 @@ fn split_row(row: Row, spec: &TableSpec) -> Result<RawRow, BatigestError> {
         version: None,
         context: None,
         exists: true,
-        row: SourceRow { key: String::new(), cells: Default::default() },
+        row: SourceRow {
+            key: String::new(),
+            cells: Default::default(),
+        },
     };
     for (name, data) in names.iter().zip(row) {
         let cell = Cell::from_column(&data).map_err(|e| BatigestError::Protocol(e.to_string()))?;
@@ -77,9 +82,13 @@ pub async fn read_ct_state(pool: &Pool, spec: &TableSpec) -> Result<CtState, Bat
     loop {
         let result = async {
             let mut conn = pool.get().await?;
-            let rows = pool.fetch(conn.client(), tsql::CHANGE_TRACKING_STATE, &[&object]).await?;
+            let rows = pool
+                .fetch(conn.client(), tsql::CHANGE_TRACKING_STATE, &[&object])
+                .await?;
             conn.release();
-            let row = rows.first().ok_or_else(|| BatigestError::Protocol("no row".into()))?;
+            let row = rows
+                .first()
+                .ok_or_else(|| BatigestError::Protocol("no row".into()))?;
             Ok(CtState {
                 min_valid_version: row.get::<i64, _>(0),
                 current_version: row.get::<i64, _>(1),
@@ -89,7 +98,10 @@ pub async fn read_ct_state(pool: &Pool, spec: &TableSpec) -> Result<CtState, Bat
         }
         .await;
         match result {
-            Err(e) if pool.should_retry("read change tracking state", &mut attempt, &e).await => {}
+            Err(e)
+                if pool
+                    .should_retry("read change tracking state", &mut attempt, &e)
+                    .await => {}
             other => return other,
         }
     }
@@ -140,8 +152,12 @@ async fn read_changes(
     cursor: Option<&Cursor>,
 ) -> Result<CaptureBatch, BatigestError> {
     let object = spec.table.quoted();
-    let rows = pool.fetch(client, tsql::CHANGE_TRACKING_VERSIONS, &[&object]).await?;
-    let row = rows.first().ok_or_else(|| BatigestError::Protocol("no row".into()))?;
+    let rows = pool
+        .fetch(client, tsql::CHANGE_TRACKING_VERSIONS, &[&object])
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| BatigestError::Protocol("no row".into()))?;
     let (Some(current), Some(min_valid)) = (row.get::<i64, _>(0), row.get::<i64, _>(1)) else {
         return Err(BatigestError::ChangeTrackingUnavailable {
             table: spec.table.to_string(),
@@ -152,16 +168,27 @@ async fn read_changes(
     let plan = plan_change_tracking(cursor, min_valid, current);
     let changes = match plan {
         CtPlan::Incremental { since } => {
-            let rows = pool.fetch(client, &tsql::changes_since(spec), &[&since]).await?;
+            let rows = pool
+                .fetch(client, &tsql::changes_since(spec), &[&since])
+                .await?;
             let mut changes = Vec::with_capacity(rows.len());
             for row in rows {
                 let raw = split_row(row, spec)?;
                 let version = format!("ct:{}", raw.version.unwrap_or(current));
                 let own_write = raw.context.as_deref() == Some(ours);
                 changes.push(if raw.exists {
-                    Change { own_write, ..upsert(raw, version) }
+                    Change {
+                        own_write,
+                        ..upsert(raw, version)
+                    }
                 } else {
-                    Change { key: raw.row.key, operation: Operation::Delete, row: None, version, own_write }
+                    Change {
+                        key: raw.row.key,
+                        operation: Operation::Delete,
+                        row: None,
+                        version,
+                        own_write,
+                    }
                 });
             }
             changes
@@ -169,7 +196,9 @@ async fn read_changes(
         CtPlan::FullSnapshot(reason) => {
             tracing::info!(table = %spec.table, ?reason, current, "Change Tracking: full snapshot");
             let rows = read_pages(client, pool, spec).await?;
-            rows.into_iter().map(|raw| upsert(raw, format!("ct-snapshot:{current}"))).collect()
+            rows.into_iter()
+                .map(|raw| upsert(raw, format!("ct-snapshot:{current}")))
+                .collect()
         }
     };
     Ok(CaptureBatch {
@@ -204,7 +233,10 @@ pub async fn capture_change_tracking(
         .await;
         // On error the connection was dropped: the server rolls the read back.
         match result {
-            Err(e) if pool.should_retry("change tracking capture", &mut attempt, &e).await => {}
+            Err(e)
+                if pool
+                    .should_retry("change tracking capture", &mut attempt, &e)
+                    .await => {}
             other => return other,
         }
     }

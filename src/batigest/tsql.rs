@@ -72,12 +72,11 @@ pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {colum
 pub(crate) const NEXT_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
      FROM {table} AS t WHERE t.{key} > @P2 ORDER BY t.{key}";
 
-/// One ledger write: errors abort and roll back the whole transaction.
+/// One ledger write: errors abort and roll back the whole transaction (on any failure the
+/// connection is also dropped, which rolls back whatever is still open).
 pub(crate) const BEGIN_WRITE: &str = "SET XACT_ABORT ON; BEGIN TRANSACTION;";
 /// Commits a ledger write.
 pub(crate) const COMMIT: &str = "COMMIT TRANSACTION;";
-/// Rolls back whatever is open (safe when nothing is).
-pub(crate) const ROLLBACK: &str = "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;";
 
 /// Reads and locks the ledger rows of one key until the end of the transaction
 /// (`@P1` chantier, `@P2` employee, `@P3` date).
@@ -85,21 +84,24 @@ pub(crate) const LEDGER_READ: &str = "SELECT {hours} AS hours, {journey} AS jour
      {meal} AS meal FROM {table} WITH (UPDLOCK, HOLDLOCK) \
      WHERE {chantier} = @P1 AND {employee} = @P2 AND {date} = @P3";
 
+/// Declares our Change Tracking context (`@P1`) as the `varbinary(128)` the clause needs.
+const CONTEXT: &str = "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); ";
+
 /// Rewrites the row of key (`@P2`, `@P3`, `@P4`) with key (`@P5`, `@P6`, `@P7`) and values
 /// `@P8` hours, `@P9` journey, `@P10` meal; `@P1` is our Change Tracking context.
-pub(crate) const LEDGER_UPDATE: &str = "WITH CHANGE_TRACKING_CONTEXT (@P1) \
+pub(crate) const LEDGER_UPDATE: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
      UPDATE {table} WITH (UPDLOCK, HOLDLOCK) \
      SET {chantier} = @P5, {employee} = @P6, {date} = @P7, \
      {hours} = @P8, {journey} = @P9, {meal} = @P10 \
      WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
 /// Inserts a row when the update touched none.
-pub(crate) const LEDGER_INSERT: &str = "WITH CHANGE_TRACKING_CONTEXT (@P1) \
+pub(crate) const LEDGER_INSERT: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
      INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
      VALUES (@P2, @P3, @P4, @P5, @P6, @P7)";
 
 /// Removes the row of a slot that is no longer eligible.
-pub(crate) const LEDGER_DELETE: &str = "WITH CHANGE_TRACKING_CONTEXT (@P1) \
+pub(crate) const LEDGER_DELETE: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
      DELETE FROM {table} WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
 /// Fills `{name}` placeholders with already-quoted, validated fragments.
@@ -170,9 +172,9 @@ impl LedgerStatements {
         let parts = ledger_parts(spec);
         Self {
             read: render(LEDGER_READ, &parts),
-            update: render(LEDGER_UPDATE, &parts),
-            insert: render(LEDGER_INSERT, &parts),
-            delete: render(LEDGER_DELETE, &parts),
+            update: format!("{CONTEXT}{}", render(LEDGER_UPDATE, &parts)),
+            insert: format!("{CONTEXT}{}", render(LEDGER_INSERT, &parts)),
+            delete: format!("{CONTEXT}{}", render(LEDGER_DELETE, &parts)),
         }
     }
 }
@@ -225,7 +227,10 @@ mod tests {
         );
         for sql in [&s.update, &s.insert, &s.delete] {
             assert!(
-                sql.starts_with("WITH CHANGE_TRACKING_CONTEXT (@P1) "),
+                sql.starts_with(
+                    "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); \
+                     WITH CHANGE_TRACKING_CONTEXT (@ctx) "
+                ),
                 "{sql}"
             );
         }
