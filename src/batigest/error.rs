@@ -136,8 +136,9 @@ impl BatigestError {
                 code,
                 message: message.to_owned(),
             },
-            // Deadlock victim, lock timeout, snapshot update conflict, database in transition.
-            1205 | 1222 | 3960 | 952 | 40613 => Self::Server {
+            // Deadlock victim, lock timeout, snapshot update conflict, database in
+            // transition, session killed, connection closed by the server.
+            1205 | 1222 | 3960 | 952 | 40613 | 596 | 233 | 10053 | 10054 => Self::Server {
                 code,
                 message: message.to_owned(),
                 transient: true,
