@@ -59,7 +59,8 @@ pub struct BatigestSettings {
     pub encryption: Encryption,
     /// Accept any server certificate (self-signed Batigest servers). Prefer `trust_ca_path`.
     pub trust_server_certificate: bool,
-    /// CA certificate (PEM or DER) that signed the server certificate.
+    /// CA certificate (PEM or DER) that signed the server certificate; when set, it is
+    /// used instead of `trust_server_certificate`.
     pub trust_ca_path: Option<PathBuf>,
     /// Application name shown to the DBA in `sys.dm_exec_sessions`.
     pub application_name: String,
@@ -250,6 +251,14 @@ impl BatigestSettings {
                 return Err(SettingsError::invalid(key(name), "must be at least 1"));
             }
         }
+        if let Some(ca) = &self.trust_ca_path
+            && !ca.is_file()
+        {
+            return Err(SettingsError::invalid(
+                key("trust_ca_path"),
+                format!("fichier introuvable / file not found: {}", ca.display()),
+            ));
+        }
         if self.change_context.is_empty() || self.change_context.len() > 128 {
             return Err(SettingsError::invalid(
                 key("change_context"),
@@ -387,6 +396,11 @@ mod tests {
         let mut s = valid();
         s.instance = Some("SRV\\SAGEBAT".into());
         assert!(s.validate("batigest").is_err());
+
+        let mut s = valid();
+        s.trust_ca_path = Some("/nonexistent/ca.pem".into());
+        let err = s.validate("batigest").expect_err("missing CA").to_string();
+        assert!(err.contains("batigest.trust_ca_path"), "{err}");
 
         let mut s = valid();
         s.chantier.label = String::new();
