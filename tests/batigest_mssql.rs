@@ -6,20 +6,22 @@
 //! Each test creates a fresh database from `sql/mssql/batigest_test_schema.sql` (and
 //! `enable_change_tracking.sql` where needed) and drops it at the end. Unset, every test
 //! prints one `skipped:` line and returns. `.github/workflows/mssql.yml` runs them.
-//! The snapshot-diff test also needs the test PostgreSQL of `tests/common`.
+//! The snapshot-diff tests also need the test PostgreSQL of `tests/common`; the one about
+//! recording hashes needs only PostgreSQL and always runs.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use batisync::batigest::capture::SnapshotDelta;
 use batisync::batigest::capture::{CtState, Strategy, choose_strategy};
 use batisync::batigest::ledger::{Conflict, Hours, LedgerLimits};
 use batisync::batigest::pool::{Client, Pool, connect};
 use batisync::batigest::read::{capture, capture_change_tracking, read_ct_state, read_table};
 use batisync::batigest::schema::load_mapping;
 use batisync::batigest::settings::Encryption;
-use batisync::batigest::snapshot_store::record_hashes;
+use batisync::batigest::snapshot_store::{load_hashes, record_hashes};
 use batisync::batigest::{
     BatigestSettings, CaptureStrategy, Chantier, Cursor, Decision, LedgerKey, LedgerRow,
     LedgerValues, LedgerWriter, SlotRemoval, SlotWrite, SqlServerLedger, check_sqlserver,
@@ -522,4 +524,53 @@ async fn a_connection_dropped_mid_capture_is_retried() {
         .expect("retried on a new connection");
     assert_eq!(rows.len(), 5);
     server.drop().await;
+}
+
+#[tokio::test]
+async fn snapshot_hashes_commit_or_roll_back_with_the_callers_transaction() {
+    let pg = common::TestDb::new().await;
+    let source = "batigest:dbo.ChantierDef";
+    let hash = |c: char| c.to_string().repeat(64);
+    let delta = SnapshotDelta {
+        upserts: vec![("1".into(), hash('a')), ("2".into(), hash('b'))],
+        deletes: vec![],
+    };
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &delta)
+        .await
+        .expect("record");
+    tx.rollback().await.expect("rollback");
+    let mut conn = pg.pool.acquire().await.expect("conn");
+    assert!(
+        load_hashes(&mut conn, source)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &delta)
+        .await
+        .expect("record");
+    tx.commit().await.expect("commit");
+    let next = SnapshotDelta {
+        upserts: vec![("2".into(), hash('c')), ("3".into(), hash('d'))],
+        deletes: vec!["1".into()],
+    };
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &next).await.expect("record");
+    tx.commit().await.expect("commit");
+
+    let stored = load_hashes(&mut conn, source).await.expect("load");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.get("2"), Some(&hash('c')));
+    assert_eq!(stored.get("3"), Some(&hash('d')));
+    assert!(
+        load_hashes(&mut conn, "batigest:dbo.Salarie")
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    drop(conn);
+    pg.drop().await;
 }
