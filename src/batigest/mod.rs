@@ -2,13 +2,19 @@
 //! keyed tables, the employee map and writes to the `SuiviMO` hours ledger.
 //!
 //! - [`settings`]: connection and explicit column mapping (nothing guessed);
-//! - [`tsql`]: every T-SQL statement batisync runs, for the DBA to read;
-//! - [`ident`] / [`spec`]: names validated against `INFORMATION_SCHEMA` before they reach
-//!   statement text;
-//! - [`capture`] (pure) and `read` (I/O): Change Tracking or snapshot diff, returning a
-//!   batch and the next cursor for the caller to store with the outbox;
-//! - [`model`], [`employees`]: normalised chantiers and the user id → employee code map;
-//! - [`ledger`] (decision, simulated ledger) and `ledger_mssql` (SQL Server writer).
+//! - [`pool`]: connections (TLS, SQL Server Browser), a small pool with health checks,
+//!   retries when a connection is lost; [`error`]: one actionable error per failure kind;
+//! - `tsql`: every T-SQL statement batisync runs, for the DBA to read;
+//! - [`schema`], [`ident`], [`spec`]: the mapping verified against `INFORMATION_SCHEMA`;
+//!   only validated names reach statement text;
+//! - [`capture`] (pure) and [`read`] (I/O): Change Tracking or snapshot diff, returning a
+//!   batch and the next cursor for the caller to store with the outbox in one transaction
+//!   ([`snapshot_store`] records snapshot-diff hashes with the caller's connection);
+//! - [`value`], [`model`], [`employees`]: rows, normalised chantiers, the user id →
+//!   employee code map;
+//! - [`ledger`] (the pure decision and the simulated [`MemoryLedger`]) and
+//!   [`ledger_mssql`] (the SQL Server writer);
+//! - [`check`]: the SQL Server step of `batisync check`.
 
 pub mod capture;
 pub mod check;

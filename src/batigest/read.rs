@@ -1,4 +1,4 @@
-//! Change capture, the I/O half: reads Batigest with the statements of [`super::tsql`]
+//! Change capture, the I/O half: reads Batigest with the statements of `tsql`
 //! and turns rows into [`CaptureBatch`]es. Nothing here writes anywhere; the caller
 //! stores events, cursor and snapshot hashes in one PostgreSQL transaction.
 
