@@ -21,7 +21,7 @@ use batisync::batigest::pool::{Client, Pool, connect};
 use batisync::batigest::read::{capture, capture_change_tracking, read_ct_state, read_table};
 use batisync::batigest::schema::load_mapping;
 use batisync::batigest::settings::Encryption;
-use batisync::batigest::snapshot_store::{load_hashes, record_hashes};
+use batisync::batigest::snapshot_store::{load_hashes, record_hashes, store_capture};
 use batisync::batigest::{
     BatigestSettings, CaptureStrategy, Chantier, Cursor, Decision, LedgerKey, LedgerRow,
     LedgerValues, LedgerWriter, SlotRemoval, SlotWrite, SqlServerLedger, check_sqlserver,
@@ -570,6 +570,96 @@ async fn snapshot_hashes_commit_or_roll_back_with_the_callers_transaction() {
             .await
             .expect("load")
             .is_empty()
+    );
+    drop(conn);
+    pg.drop().await;
+}
+
+fn chantier_row(code: &str, name: &str) -> batisync::batigest::SourceRow {
+    let mut cells = std::collections::BTreeMap::new();
+    cells.insert("code", batisync::batigest::Cell::Text(code.into()));
+    cells.insert("customer_name", batisync::batigest::Cell::Text(name.into()));
+    batisync::batigest::SourceRow {
+        key: code.into(),
+        cells,
+    }
+}
+
+fn snapshot_batch(
+    previous: &std::collections::HashMap<String, String>,
+    rows: Vec<batisync::batigest::SourceRow>,
+) -> batisync::batigest::CaptureBatch {
+    let at = chrono::Utc::now();
+    let (changes, delta) = batisync::batigest::capture::diff_snapshot(previous, rows, at);
+    batisync::batigest::CaptureBatch {
+        changes,
+        next_cursor: Cursor::SnapshotDiff { at }.to_json(),
+        strategy: Strategy::SnapshotDiff,
+        full_snapshot: true,
+        snapshot_delta: Some(delta),
+    }
+}
+
+#[tokio::test]
+async fn a_capture_stores_events_cursor_and_hashes_together_or_not_at_all() {
+    let pg = common::TestDb::new().await;
+    let source = "batigest:dbo.ChantierDef";
+    let first = snapshot_batch(
+        &Default::default(),
+        vec![chantier_row("1", "Élan"), chantier_row("2", "Sud")],
+    );
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let captured = store_capture(&mut tx, "chantiers", source, None, &first)
+        .await
+        .expect("store");
+    tx.commit().await.expect("commit");
+    assert_eq!(captured.report.inserted, 2);
+    pg.outbox()
+        .promote_captured(&captured)
+        .await
+        .expect("promote");
+    let mut conn = pg.pool.acquire().await.expect("conn");
+    let hashes = load_hashes(&mut conn, source).await.expect("hashes");
+    assert_eq!(hashes.len(), 2);
+
+    // A second poller that read from the same (absent) cursor is refused, and its hashes
+    // are not kept.
+    let rival = snapshot_batch(&Default::default(), vec![chantier_row("3", "Nord")]);
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let err = store_capture(&mut tx, "chantiers", source, None, &rival)
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(err, batisync::outbox::OutboxError::CursorConflict { .. }),
+        "{err}"
+    );
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        load_hashes(&mut conn, source).await.expect("hashes"),
+        hashes
+    );
+
+    // The next capture continues from the stored cursor: only the change is stored.
+    let next = snapshot_batch(
+        &hashes,
+        vec![chantier_row("1", "Élan"), chantier_row("2", "Nord")],
+    );
+    assert_eq!(next.changes.len(), 1);
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let captured = store_capture(
+        &mut tx,
+        "chantiers",
+        source,
+        Some(&first.next_cursor),
+        &next,
+    )
+    .await
+    .expect("store");
+    tx.commit().await.expect("commit");
+    assert_eq!(captured.report.inserted, 1);
+    assert_eq!(
+        pg.status_counts().await.iter().map(|(_, n)| n).sum::<i64>(),
+        3
     );
     drop(conn);
     pg.drop().await;

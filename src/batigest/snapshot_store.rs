@@ -1,12 +1,15 @@
-//! Row hashes of snapshot-diff captures, in PostgreSQL. Both functions take the CALLER's
-//! connection: loading happens before the diff, recording inside the transaction that
-//! also stores the outbox events and the cursor (ARCHITECTURE guarantee 1).
+//! What a capture leaves in PostgreSQL: outbox events, the cursor and, for snapshot
+//! diff, row hashes. Every function takes the CALLER's connection: hashes are loaded
+//! before the diff; [`store_capture`] writes events, cursor and hashes inside the
+//! caller's transaction (ARCHITECTURE guarantee 1).
 
 use std::collections::HashMap;
 
+use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::capture::SnapshotDelta;
+use super::capture::{CaptureBatch, SnapshotDelta};
+use crate::outbox::{self, Captured, CursorAdvance, NewEvent, OutboxError};
 
 const LOAD_HASHES: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows WHERE source = $1";
 
@@ -62,4 +65,33 @@ pub async fn record_hashes(
             .await?;
     }
     Ok(())
+}
+
+/// Stores a capture batch in the caller's transaction: the outbox events of `flow`, the
+/// cursor of `source` moved from `read_from` (the cursor the capture started from) to
+/// `batch.next_cursor`, and the snapshot-diff hashes. Newer events supersede older
+/// pending ones of the same key. After the commit, pass the result to
+/// [`crate::outbox::Outbox::promote_captured`].
+///
+/// # Errors
+/// [`OutboxError::CursorConflict`] when another poller moved the cursor (roll back);
+/// database errors otherwise.
+pub async fn store_capture(
+    conn: &mut PgConnection,
+    flow: &str,
+    source: &str,
+    read_from: Option<&Value>,
+    batch: &CaptureBatch,
+) -> Result<Captured, OutboxError> {
+    let events: Vec<NewEvent> = batch.changes.iter().map(|c| c.to_new_event(None)).collect();
+    let advance = CursorAdvance {
+        source,
+        expected: read_from,
+        next: &batch.next_cursor,
+    };
+    let captured = outbox::capture(conn, flow, &events, Some(advance), true).await?;
+    if let Some(delta) = &batch.snapshot_delta {
+        record_hashes(conn, source, delta).await?;
+    }
+    Ok(captured)
 }
