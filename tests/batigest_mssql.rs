@@ -18,10 +18,13 @@ use batisync::batigest::capture::SnapshotDelta;
 use batisync::batigest::capture::{CtState, Strategy, choose_strategy};
 use batisync::batigest::ledger::{Conflict, Hours, LedgerLimits};
 use batisync::batigest::pool::{Client, Pool, connect};
-use batisync::batigest::read::{capture, capture_change_tracking, read_ct_state, read_table};
+use batisync::batigest::read::{
+    capture, capture_change_tracking, load_employee_map, read_ct_state, read_table,
+};
 use batisync::batigest::schema::load_mapping;
 use batisync::batigest::settings::Encryption;
 use batisync::batigest::snapshot_store::{load_hashes, record_hashes, store_capture};
+use batisync::batigest::{BatigestError, EmployeeLookupError};
 use batisync::batigest::{
     BatigestSettings, CaptureStrategy, Chantier, Cursor, Decision, LedgerKey, LedgerRow,
     LedgerValues, LedgerWriter, SlotRemoval, SlotWrite, SqlServerLedger, check_sqlserver,
@@ -663,4 +666,144 @@ async fn a_capture_stores_events_cursor_and_hashes_together_or_not_at_all() {
     );
     drop(conn);
     pg.drop().await;
+}
+
+#[tokio::test]
+async fn the_employee_map_is_loaded_from_salarie_and_kept_fresh() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    server
+        .exec(
+            "INSERT INTO dbo.Salarie (Code, Nom, codebs) VALUES \
+               ('DUPONT', N'Dupont Émile', '0F8FAD5B-D9CB-469F-A165-70867728950E'), \
+               ('MARTIN', N'Martin Zoé', NULL), \
+               ('DURAND', N'Durand', '7c9e6679-7425-40de-944b-e07fc1f90ae7'), \
+               ('DURAND2', N'Durand bis', '7c9e6679-7425-40de-944b-e07fc1f90ae7')",
+        )
+        .await;
+    let pool = Pool::new(server.settings.clone());
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let mut map = load_employee_map(&pool, &mapping.salarie)
+        .await
+        .expect("map");
+    assert_eq!(
+        map.lookup("0f8fad5b-d9cb-469f-a165-70867728950e"),
+        Ok("DUPONT")
+    );
+    assert_eq!(map.employees_without_id(), vec!["MARTIN"]);
+    assert!(matches!(
+        map.lookup("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+        Err(EmployeeLookupError::Ambiguous { codes, .. }) if codes == ["DURAND", "DURAND2"]
+    ));
+
+    let start = capture_change_tracking(&pool, &mapping.salarie, None)
+        .await
+        .expect("snapshot");
+    server
+        .exec("UPDATE dbo.Salarie SET codebs = NULL WHERE Code = 'DURAND2'")
+        .await;
+    let cursor = Cursor::from_json(Some(&start.next_cursor));
+    let changes = capture_change_tracking(&pool, &mapping.salarie, cursor.as_ref())
+        .await
+        .expect("changes");
+    map.apply(&changes.changes);
+    assert_eq!(
+        map.lookup("7C9E6679-7425-40DE-944B-E07FC1F90AE7"),
+        Ok("DURAND")
+    );
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn check_names_the_failing_step() {
+    let Some(url) = mssql_url() else { return };
+    let mut settings = settings_from_ado(&url, "batisync_no_such_dossier");
+    let report = check_sqlserver(&settings).await;
+    let failed = report.steps.last().expect("steps");
+    assert_eq!(failed.name, "database", "{report}");
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("4060")),
+        "{report}"
+    );
+
+    settings.password = "wrong-password".to_owned().into();
+    let report = check_sqlserver(&settings).await;
+    let failed = report.steps.last().expect("steps");
+    assert_eq!(failed.name, "login", "{report}");
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("18456")),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    let login = format!("bs_{:010x}", fastrand::u64(..1 << 40));
+    let password = format!("Bs-{:016x}-Aa1!", fastrand::u64(..));
+    let script = include_str!("../sql/mssql/create_batisync_login.sql")
+        .replacen("N'batisync';", &format!("N'{login}';"), 1)
+        .replacen("N'CHANGE-ME';", &format!("N'{password}';"), 1);
+    server.exec(&script).await;
+
+    let restricted = BatigestSettings {
+        user: login.clone(),
+        password: password.clone().into(),
+        ..server.settings.clone()
+    };
+    let report = check_sqlserver(&restricted).await;
+    assert!(report.is_ok(), "{report}");
+    let pool = Arc::new(Pool::new(restricted.clone()));
+    let mapping = load_mapping(&pool)
+        .await
+        .expect("mapping visible to the login");
+    capture_change_tracking(&pool, &mapping.chantier, None)
+        .await
+        .expect("capture");
+    let ledger = SqlServerLedger::new(pool.clone(), &mapping.ledger);
+    let row = slot_row("00000001", 8, 60, false);
+    assert_eq!(
+        ledger
+            .apply(&write(None, &row))
+            .await
+            .expect("write")
+            .decision,
+        Decision::Insert
+    );
+
+    let mut client = connect(&restricted).await.expect("connect as the login");
+    let denied = client
+        .execute("UPDATE dbo.ChantierDef SET Etat = 'X'", &[])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            BatigestError::from_tiberius(
+                e,
+                batisync::batigest::error::Phase::Work,
+                &batisync::batigest::pool::error_context(&restricted),
+            )
+        });
+    assert!(
+        matches!(denied, Err(BatigestError::PermissionDenied { .. })),
+        "{denied:?}"
+    );
+    drop(client);
+    drop(ledger);
+    drop(pool);
+
+    server.drop().await;
+    let mut admin = connect(&server_master(&url)).await.expect("master");
+    run_batch(&mut admin, &format!("DROP LOGIN [{login}]")).await;
+}
+
+fn server_master(url: &str) -> BatigestSettings {
+    settings_from_ado(url, "master")
 }

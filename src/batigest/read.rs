@@ -11,6 +11,7 @@ use super::capture::{
     CaptureBatch, Change, CtPlan, CtState, Cursor, Strategy, choose_strategy, diff_snapshot,
     plan_change_tracking,
 };
+use super::employees::EmployeeMap;
 use super::error::BatigestError;
 use super::pool::{Client, Pool};
 use super::settings::CaptureStrategy;
@@ -309,4 +310,16 @@ pub async fn capture(
             reason,
         }),
     }
+}
+
+/// Loads the employee map from a full read of `Salarie` (at start-up; keep it fresh with
+/// [`EmployeeMap::apply`] on the Salarie capture).
+///
+/// # Errors
+/// Connection failures after `max_attempts`.
+pub async fn load_employee_map(
+    pool: &Pool,
+    salarie: &TableSpec,
+) -> Result<EmployeeMap, BatigestError> {
+    Ok(EmployeeMap::from_rows(&read_table(pool, salarie).await?))
 }
