@@ -143,9 +143,12 @@ impl TestServer {
             .await
             .expect("row")
             .expect("one row");
-        row.get::<i32, _>(0)
+        // `get` panics on a type mismatch: try int, then bigint.
+        row.try_get::<i32, _>(0)
+            .ok()
+            .flatten()
             .map(i64::from)
-            .or_else(|| row.get::<i64, _>(0))
+            .or_else(|| row.try_get::<i64, _>(0).ok().flatten())
             .expect("integer")
     }
 
@@ -186,7 +189,9 @@ async fn change_tracking_captures_inserts_updates_and_deletes() {
     let pool = Pool::new(server.settings.clone());
     let mapping = load_mapping(&pool).await.expect("mapping verified");
     let spec = &mapping.chantier;
-    let state = read_ct_state(&pool, spec).await.expect("state");
+    let state = read_ct_state(&pool, &spec.table.quoted())
+        .await
+        .expect("state");
     assert_eq!(
         choose_strategy(CaptureStrategy::Auto, &state),
         Ok(Strategy::ChangeTracking)
@@ -254,7 +259,7 @@ async fn a_cursor_older_than_the_minimum_valid_version_forces_a_full_snapshot() 
     server
         .exec("ALTER TABLE dbo.ChantierDef DISABLE CHANGE_TRACKING; ALTER TABLE dbo.ChantierDef ENABLE CHANGE_TRACKING;")
         .await;
-    let state: CtState = read_ct_state(&pool, &mapping.chantier)
+    let state: CtState = read_ct_state(&pool, &mapping.chantier.table.quoted())
         .await
         .expect("state");
     let Some(Cursor::ChangeTracking { version }) = stale else {
@@ -329,6 +334,15 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
         .await
         .expect("third");
     assert!(third.changes.is_empty());
+
+    // Without Change Tracking the ledger writes are not tagged, and still work.
+    let ledger = SqlServerLedger::open(Arc::new(pool), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let row = slot_row("00000002", 8, 30, true);
+    let report = ledger.apply(&write(None, &row)).await.expect("insert");
+    assert_eq!(report.decision, Decision::Insert);
+    assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMO").await, 1);
     drop(conn);
     pg.drop().await;
     server.drop().await;
@@ -366,7 +380,9 @@ async fn suivi_mo_writes_update_move_remove_and_report_batigest_edits() {
     let server = TestServer::new(&url, true).await;
     let pool = Arc::new(Pool::new(server.settings.clone()));
     let mapping = load_mapping(&pool).await.expect("mapping");
-    let ledger = SqlServerLedger::new(pool.clone(), &mapping.ledger);
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
     let count = "SELECT COUNT(*) FROM dbo.SuiviMO";
 
     let first = slot_row("00000001", 8, 90, false);
@@ -768,7 +784,9 @@ async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
     capture_change_tracking(&pool, &mapping.chantier, None)
         .await
         .expect("capture");
-    let ledger = SqlServerLedger::new(pool.clone(), &mapping.ledger);
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
     let row = slot_row("00000001", 8, 60, false);
     assert_eq!(
         ledger

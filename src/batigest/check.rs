@@ -129,7 +129,9 @@ pub async fn check_sqlserver(settings: &BatigestSettings) -> SqlServerCheck {
         (&mapping.chantier, settings.chantier.capture),
         (&mapping.salarie, settings.salarie.capture),
     ] {
-        let result = read_ct_state(&pool, spec).await.map_err(|e| e.to_string());
+        let result = read_ct_state(&pool, &spec.table.quoted())
+            .await
+            .map_err(|e| e.to_string());
         let step = result.and_then(|state| strategy_detail(setting, &state));
         report.push(format!("change_tracking {}", spec.table), step);
     }

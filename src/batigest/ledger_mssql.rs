@@ -17,6 +17,7 @@ use super::ledger::{
     SlotRemoval, SlotWrite, WriteReport, invalid, plan_removal, plan_write,
 };
 use super::pool::{Client, Pool};
+use super::read::read_ct_state;
 use super::spec::LedgerSpec;
 use super::tsql::{self, LedgerStatements};
 use super::value::Cell;
@@ -44,12 +45,24 @@ fn hours_param(hours: Hours) -> Numeric {
 }
 
 impl SqlServerLedger {
-    /// A writer for the resolved ledger mapping.
+    /// A writer for the resolved ledger mapping, tagging its writes with our Change
+    /// Tracking context when Change Tracking is on for the ledger table.
+    ///
+    /// # Errors
+    /// The Change Tracking state could not be read.
+    pub async fn open(pool: Arc<Pool>, spec: &LedgerSpec) -> Result<Self, BatigestError> {
+        let state = read_ct_state(&pool, &spec.table.quoted()).await?;
+        let tagged = state.min_valid_version.is_some();
+        Ok(Self::new(pool, spec, tagged))
+    }
+
+    /// A writer for the resolved ledger mapping; `tagged`: send `CHANGE_TRACKING_CONTEXT`
+    /// (only valid when Change Tracking is on for the ledger table).
     #[must_use]
-    pub fn new(pool: Arc<Pool>, spec: &LedgerSpec) -> Self {
+    pub fn new(pool: Arc<Pool>, spec: &LedgerSpec, tagged: bool) -> Self {
         let context = pool.settings().change_context.as_bytes().to_vec();
         Self {
-            statements: LedgerStatements::new(spec),
+            statements: LedgerStatements::new(spec, tagged),
             limits: LedgerLimits {
                 chantier_code_chars: spec.chantier_code_chars,
                 employee_code_chars: spec.employee_code_chars,

@@ -73,12 +73,13 @@ fn split_row(row: Row, spec: &TableSpec) -> Result<RawRow, BatigestError> {
     Ok(raw)
 }
 
-/// Reads the Change Tracking facts of a table.
+/// Reads the Change Tracking facts of a table (`object`: `[schema].[table]`, from a
+/// resolved mapping).
 ///
 /// # Errors
 /// Connection or query failure.
-pub async fn read_ct_state(pool: &Pool, spec: &TableSpec) -> Result<CtState, BatigestError> {
-    let object = spec.table.quoted();
+pub async fn read_ct_state(pool: &Pool, object: &str) -> Result<CtState, BatigestError> {
+    let object = object.to_owned();
     let mut attempt = 1;
     loop {
         let result = async {
@@ -299,7 +300,7 @@ pub async fn capture(
     cursor: Option<&Value>,
     pg: &mut PgConnection,
 ) -> Result<CaptureBatch, BatigestError> {
-    let state = read_ct_state(pool, spec).await?;
+    let state = read_ct_state(pool, &spec.table.quoted()).await?;
     match choose_strategy(setting, &state) {
         Ok(Strategy::ChangeTracking) => {
             capture_change_tracking(pool, spec, Cursor::from_json(cursor).as_ref()).await

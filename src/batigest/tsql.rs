@@ -84,25 +84,26 @@ pub(crate) const LEDGER_READ: &str = "SELECT {hours} AS hours, {journey} AS jour
      {meal} AS meal FROM {table} WITH (UPDLOCK, HOLDLOCK) \
      WHERE {chantier} = @P1 AND {employee} = @P2 AND {date} = @P3";
 
-/// Declares our Change Tracking context (`@P1`) as the `varbinary(128)` the clause needs.
-const CONTEXT: &str = "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); ";
+/// Prefix of every ledger write when Change Tracking is on for the ledger: our context
+/// (`@P1`, as the `varbinary(128)` the clause needs) lets a capture of `SuiviMO` tell our
+/// writes from those of Batigest users. Without tracking, `@P1` is sent but unused.
+const TAG: &str = "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); \
+     WITH CHANGE_TRACKING_CONTEXT (@ctx) ";
 
 /// Rewrites the row of key (`@P2`, `@P3`, `@P4`) with key (`@P5`, `@P6`, `@P7`) and values
 /// `@P8` hours, `@P9` journey, `@P10` meal; `@P1` is our Change Tracking context.
-pub(crate) const LEDGER_UPDATE: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
-     UPDATE {table} WITH (UPDLOCK, HOLDLOCK) \
+pub(crate) const LEDGER_UPDATE: &str = "UPDATE {table} WITH (UPDLOCK, HOLDLOCK) \
      SET {chantier} = @P5, {employee} = @P6, {date} = @P7, \
      {hours} = @P8, {journey} = @P9, {meal} = @P10 \
      WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
 /// Inserts a row when the update touched none.
-pub(crate) const LEDGER_INSERT: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
-     INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
+pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
      VALUES (@P2, @P3, @P4, @P5, @P6, @P7)";
 
 /// Removes the row of a slot that is no longer eligible.
-pub(crate) const LEDGER_DELETE: &str = "WITH CHANGE_TRACKING_CONTEXT (@ctx) \
-     DELETE FROM {table} WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
+pub(crate) const LEDGER_DELETE: &str =
+    "DELETE FROM {table} WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
 /// Fills `{name}` placeholders with already-quoted, validated fragments.
 fn render(template: &'static str, parts: &[(&str, String)]) -> String {
@@ -168,13 +169,15 @@ pub(crate) struct LedgerStatements {
 }
 
 impl LedgerStatements {
-    pub(crate) fn new(spec: &LedgerSpec) -> Self {
+    /// `tagged`: prefix writes with [`TAG`] (Change Tracking on for the ledger).
+    pub(crate) fn new(spec: &LedgerSpec, tagged: bool) -> Self {
         let parts = ledger_parts(spec);
+        let tag = if tagged { TAG } else { "" };
         Self {
             read: render(LEDGER_READ, &parts),
-            update: format!("{CONTEXT}{}", render(LEDGER_UPDATE, &parts)),
-            insert: format!("{CONTEXT}{}", render(LEDGER_INSERT, &parts)),
-            delete: format!("{CONTEXT}{}", render(LEDGER_DELETE, &parts)),
+            update: format!("{tag}{}", render(LEDGER_UPDATE, &parts)),
+            insert: format!("{tag}{}", render(LEDGER_INSERT, &parts)),
+            delete: format!("{tag}{}", render(LEDGER_DELETE, &parts)),
         }
     }
 }
@@ -216,7 +219,7 @@ mod tests {
 
     #[test]
     fn ledger_statements_lock_tag_and_never_merge() {
-        let s = LedgerStatements::new(&ledger_spec());
+        let s = LedgerStatements::new(&ledger_spec(), true);
         assert!(
             s.read
                 .contains("FROM [dbo].[SuiviMO] WITH (UPDLOCK, HOLDLOCK)")
@@ -242,6 +245,17 @@ mod tests {
         assert!(
             s.insert
                 .contains("([CodeChantier], [CodeSalarie], [Date], [NbH0], [NbH3], [NbH4])")
+        );
+        let plain = LedgerStatements::new(&ledger_spec(), false);
+        assert!(
+            plain.insert.starts_with("INSERT INTO [dbo].[SuiviMO]"),
+            "{}",
+            plain.insert
+        );
+        assert!(
+            plain.delete.starts_with("DELETE FROM [dbo].[SuiviMO]"),
+            "{}",
+            plain.delete
         );
         for sql in [&s.read, &s.update, &s.insert, &s.delete] {
             assert!(
