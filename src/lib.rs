@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod batigest;
 pub mod batisimply;
 pub mod bench;
 pub mod cli;

@@ -1,0 +1,54 @@
+-- Creates the least-privilege SQL login batisync connects with, and its user in the
+-- Batigest dossier. Run it in the dossier's database (e.g. `USE [BTG_DOS_DEMO];` first)
+-- as a sysadmin (CREATE LOGIN) or with the login already created by one.
+--
+-- Rights granted, and nothing else:
+--   * SELECT on ChantierDef and Salarie (read-only sources);
+--   * VIEW CHANGE TRACKING on ChantierDef, Salarie and SuiviMO (change capture);
+--   * SELECT, INSERT, UPDATE, DELETE on SuiviMO (the hours ledger). SELECT is needed
+--     because batisync reads the row of a slot (with a lock) before rewriting it, and
+--     because UPDATE/DELETE with a WHERE clause require it.
+-- Then set `batigest.user` and `batigest.password_file` in batisync's settings.
+
+-- ===== Settings =====
+DECLARE @login    sysname       = N'batisync';
+DECLARE @password nvarchar(128) = N'CHANGE-ME';   -- a long random password; never commit it
+DECLARE @schema   sysname       = N'dbo';
+-- ====================
+
+IF @password = N'CHANGE-ME'
+    THROW 50000, N'Choisir un mot de passe dans @password / set @password first', 1;
+
+DECLARE @sql nvarchar(max);
+
+IF NOT EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login)
+BEGIN
+    SET @sql = N'CREATE LOGIN ' + QUOTENAME(@login) + N' WITH PASSWORD = '
+        + QUOTENAME(@password, N'''') + N', CHECK_POLICY = ON, DEFAULT_DATABASE = '
+        + QUOTENAME(DB_NAME()) + N';';
+    EXEC sys.sp_executesql @sql;
+END;
+
+IF NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login)
+BEGIN
+    SET @sql = N'CREATE USER ' + QUOTENAME(@login) + N' FOR LOGIN ' + QUOTENAME(@login)
+        + N' WITH DEFAULT_SCHEMA = ' + QUOTENAME(@schema) + N';';
+    EXEC sys.sp_executesql @sql;
+END;
+
+DECLARE @chantier nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'ChantierDef');
+DECLARE @salarie  nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'Salarie');
+DECLARE @ledger   nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'SuiviMO');
+DECLARE @who      nvarchar(300) = QUOTENAME(@login);
+
+SET @sql = N'GRANT SELECT, VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @who + N';'
+    + N' GRANT SELECT, VIEW CHANGE TRACKING ON ' + @salarie + N' TO ' + @who + N';'
+    + N' GRANT SELECT, INSERT, UPDATE, DELETE, VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
+EXEC sys.sp_executesql @sql;
+
+-- What the login may do now.
+SELECT OBJECT_SCHEMA_NAME(p.major_id) AS [schema], OBJECT_NAME(p.major_id) AS [table],
+       p.permission_name, p.state_desc
+FROM sys.database_permissions AS p
+WHERE p.grantee_principal_id = DATABASE_PRINCIPAL_ID(@login)
+ORDER BY [table], p.permission_name;

@@ -1,0 +1,425 @@
+//! Change capture, the pure half: batches, cursors, strategy choice, re-snapshot decision
+//! and the snapshot diff. The I/O half is in [`super::read`].
+//!
+//! A capture never advances anything: it returns a [`CaptureBatch`] whose `next_cursor`
+//! (and, for snapshot diff, `snapshot_delta`) the caller stores with the outbox events in
+//! ONE PostgreSQL transaction (ARCHITECTURE guarantee 1).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::settings::CaptureStrategy;
+use super::value::SourceRow;
+use crate::outbox::{NewEvent, Operation};
+
+/// One captured change of a keyed table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The row key (trailing spaces removed).
+    pub key: String,
+    /// Upsert (the row exists now) or delete.
+    pub operation: Operation,
+    /// The row as it is now; `None` for a delete (which carries only the key).
+    pub row: Option<SourceRow>,
+    /// Source version, unique per (key, change): the outbox capture key.
+    pub version: String,
+    /// The change was made by batisync (our `CHANGE_TRACKING_CONTEXT`).
+    pub own_write: bool,
+}
+
+impl Change {
+    /// The outbox event of this change.
+    #[must_use]
+    pub fn to_new_event(&self, source_modified_at: Option<DateTime<Utc>>) -> NewEvent {
+        NewEvent {
+            entity_key: self.key.clone(),
+            source_version: self.version.clone(),
+            operation: self.operation,
+            payload: self
+                .row
+                .as_ref()
+                .map_or_else(|| json!({ "key": self.key }), SourceRow::to_json),
+            source_modified_at,
+        }
+    }
+}
+
+/// How a table is being captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    ChangeTracking,
+    SnapshotDiff,
+}
+
+/// What a capture read, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureBatch {
+    /// Changes in source order.
+    pub changes: Vec<Change>,
+    /// The cursor to store with the events.
+    pub next_cursor: Value,
+    /// Strategy used.
+    pub strategy: Strategy,
+    /// True when the whole table was read (no cursor, or the cursor was too old).
+    pub full_snapshot: bool,
+    /// Snapshot diff only: hashes to record with the events.
+    pub snapshot_delta: Option<SnapshotDelta>,
+}
+
+/// A stored capture position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Last Change Tracking version read.
+    ChangeTracking { version: i64 },
+    /// Time of the last completed snapshot diff (hashes are in PostgreSQL).
+    SnapshotDiff { at: DateTime<Utc> },
+}
+
+impl Cursor {
+    /// `{"ct_version": 123}` or `{"snapshot": "<RFC 3339>"}`.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::ChangeTracking { version } => json!({ "ct_version": version }),
+            Self::SnapshotDiff { at } => json!({ "snapshot": at.to_rfc3339() }),
+        }
+    }
+
+    /// Reads a stored cursor; anything unrecognised counts as no cursor (full read).
+    #[must_use]
+    pub fn from_json(value: Option<&Value>) -> Option<Self> {
+        let value = value?;
+        if let Some(version) = value.get("ct_version").and_then(Value::as_i64) {
+            return Some(Self::ChangeTracking { version });
+        }
+        let at = value.get("snapshot")?.as_str()?;
+        DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|at| Self::SnapshotDiff {
+                at: at.with_timezone(&Utc),
+            })
+    }
+}
+
+/// Why Change Tracking must start over with a full read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResnapshotReason {
+    /// No cursor, or a cursor of the other strategy.
+    NoCursor,
+    /// Cleanup removed changes we have not read (`cursor < min valid version`).
+    CursorTooOld { cursor: i64, min_valid: i64 },
+    /// The cursor is ahead of the server (database restored from a backup).
+    CursorAhead { cursor: i64, current: i64 },
+}
+
+/// What a Change Tracking capture reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtPlan {
+    /// Changes since this version.
+    Incremental { since: i64 },
+    /// The whole table, then continue from the current version.
+    FullSnapshot(ResnapshotReason),
+}
+
+/// Decides between an incremental read and a full snapshot.
+#[must_use]
+pub fn plan_change_tracking(cursor: Option<&Cursor>, min_valid: i64, current: i64) -> CtPlan {
+    match cursor {
+        Some(Cursor::ChangeTracking { version }) if *version < min_valid => {
+            CtPlan::FullSnapshot(ResnapshotReason::CursorTooOld {
+                cursor: *version,
+                min_valid,
+            })
+        }
+        Some(Cursor::ChangeTracking { version }) if *version > current => {
+            CtPlan::FullSnapshot(ResnapshotReason::CursorAhead {
+                cursor: *version,
+                current,
+            })
+        }
+        Some(Cursor::ChangeTracking { version }) => CtPlan::Incremental { since: *version },
+        _ => CtPlan::FullSnapshot(ResnapshotReason::NoCursor),
+    }
+}
+
+/// Change Tracking facts of one table, as the server reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtState {
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION`: `None` when tracking is off or invisible.
+    pub min_valid_version: Option<i64>,
+    /// `CHANGE_TRACKING_CURRENT_VERSION()`: `None` when off for the database.
+    pub current_version: Option<i64>,
+    /// We hold VIEW CHANGE TRACKING on the table.
+    pub can_view: bool,
+    /// `ALLOW_SNAPSHOT_ISOLATION` is ON.
+    pub snapshot_isolation: bool,
+}
+
+impl CtState {
+    /// Why Change Tracking cannot be used, if it cannot (French / English).
+    #[must_use]
+    pub fn unusable_because(&self) -> Option<&'static str> {
+        if self.current_version.is_none() {
+            Some("Change Tracking désactivé sur la base / Change Tracking is off for the database")
+        } else if !self.can_view {
+            Some("droit VIEW CHANGE TRACKING manquant / VIEW CHANGE TRACKING permission missing")
+        } else if self.min_valid_version.is_none() {
+            Some("Change Tracking désactivé sur la table / Change Tracking is off for the table")
+        } else if !self.snapshot_isolation {
+            Some("ALLOW_SNAPSHOT_ISOLATION désactivé / ALLOW_SNAPSHOT_ISOLATION is off")
+        } else {
+            None
+        }
+    }
+}
+
+/// Picks the strategy of a table.
+///
+/// # Errors
+/// Change Tracking forced by setting but unusable: the reason, to show as is.
+pub fn choose_strategy(
+    setting: CaptureStrategy,
+    state: &CtState,
+) -> Result<Strategy, &'static str> {
+    match (setting, state.unusable_because()) {
+        (CaptureStrategy::SnapshotDiff, _) | (CaptureStrategy::Auto, Some(_)) => {
+            Ok(Strategy::SnapshotDiff)
+        }
+        (_, None) => Ok(Strategy::ChangeTracking),
+        (CaptureStrategy::ChangeTracking, Some(reason)) => Err(reason),
+    }
+}
+
+/// Hash changes to record in PostgreSQL with the events of a snapshot diff.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotDelta {
+    /// New or changed rows: (key, hash).
+    pub upserts: Vec<(String, String)>,
+    /// Keys gone from the table.
+    pub deletes: Vec<String>,
+}
+
+impl SnapshotDelta {
+    /// True when nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// Compares a full read with the hashes of the previous one.
+#[must_use]
+pub fn diff_snapshot(
+    previous: &HashMap<String, String>,
+    rows: Vec<SourceRow>,
+    at: DateTime<Utc>,
+) -> (Vec<Change>, SnapshotDelta) {
+    let stamp = at.to_rfc3339();
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut changes = Vec::new();
+    let mut delta = SnapshotDelta::default();
+    for row in rows {
+        let hash = row.hash();
+        seen.insert(row.key.clone());
+        if previous.get(&row.key) == Some(&hash) {
+            continue;
+        }
+        delta.upserts.push((row.key.clone(), hash.clone()));
+        changes.push(Change {
+            key: row.key.clone(),
+            operation: Operation::Upsert,
+            version: format!("snapshot:{stamp}:{hash}"),
+            row: Some(row),
+            own_write: false,
+        });
+    }
+    let mut gone: Vec<&String> = previous.keys().filter(|k| !seen.contains(*k)).collect();
+    gone.sort();
+    for key in gone {
+        delta.deletes.push(key.clone());
+        changes.push(Change {
+            key: key.clone(),
+            operation: Operation::Delete,
+            row: None,
+            version: format!("snapshot:{stamp}:deleted"),
+            own_write: false,
+        });
+    }
+    (changes, delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::batigest::value::Cell;
+
+    fn row(key: &str, name: &str) -> SourceRow {
+        let mut cells = BTreeMap::new();
+        cells.insert("code", Cell::Text(key.into()));
+        cells.insert("customer_name", Cell::Text(name.into()));
+        SourceRow {
+            key: key.into(),
+            cells,
+        }
+    }
+
+    fn ct(version: i64) -> Cursor {
+        Cursor::ChangeTracking { version }
+    }
+
+    #[test]
+    fn change_tracking_resnapshots_without_or_with_a_stale_cursor() {
+        use CtPlan::*;
+        use ResnapshotReason::*;
+        assert_eq!(plan_change_tracking(None, 0, 10), FullSnapshot(NoCursor));
+        let other = Cursor::SnapshotDiff { at: Utc::now() };
+        assert_eq!(
+            plan_change_tracking(Some(&other), 0, 10),
+            FullSnapshot(NoCursor)
+        );
+        assert_eq!(
+            plan_change_tracking(Some(&ct(4)), 5, 10),
+            FullSnapshot(CursorTooOld {
+                cursor: 4,
+                min_valid: 5
+            })
+        );
+        assert_eq!(
+            plan_change_tracking(Some(&ct(5)), 5, 10),
+            Incremental { since: 5 }
+        );
+        assert_eq!(
+            plan_change_tracking(Some(&ct(10)), 5, 10),
+            Incremental { since: 10 }
+        );
+        assert_eq!(
+            plan_change_tracking(Some(&ct(11)), 5, 10),
+            FullSnapshot(CursorAhead {
+                cursor: 11,
+                current: 10
+            })
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_unknown_ones_mean_no_cursor() {
+        let at = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        for cursor in [ct(123), Cursor::SnapshotDiff { at }] {
+            assert_eq!(Cursor::from_json(Some(&cursor.to_json())), Some(cursor));
+        }
+        assert_eq!(ct(123).to_json(), json!({ "ct_version": 123 }));
+        assert_eq!(
+            Cursor::from_json(Some(&json!({ "snapshot": "yesterday" }))),
+            None
+        );
+        assert_eq!(Cursor::from_json(Some(&json!(42))), None);
+        assert_eq!(Cursor::from_json(None), None);
+    }
+
+    #[test]
+    fn strategy_is_change_tracking_only_when_fully_usable() {
+        let usable = CtState {
+            min_valid_version: Some(1),
+            current_version: Some(9),
+            can_view: true,
+            snapshot_isolation: true,
+        };
+        assert_eq!(
+            choose_strategy(CaptureStrategy::Auto, &usable),
+            Ok(Strategy::ChangeTracking)
+        );
+        assert_eq!(
+            choose_strategy(CaptureStrategy::SnapshotDiff, &usable),
+            Ok(Strategy::SnapshotDiff)
+        );
+        for broken in [
+            CtState {
+                current_version: None,
+                ..usable
+            },
+            CtState {
+                can_view: false,
+                ..usable
+            },
+            CtState {
+                min_valid_version: None,
+                ..usable
+            },
+            CtState {
+                snapshot_isolation: false,
+                ..usable
+            },
+        ] {
+            assert_eq!(
+                choose_strategy(CaptureStrategy::Auto, &broken),
+                Ok(Strategy::SnapshotDiff)
+            );
+            let reason =
+                choose_strategy(CaptureStrategy::ChangeTracking, &broken).expect_err("forced");
+            assert!(reason.contains(" / "), "{reason}");
+        }
+    }
+
+    #[test]
+    fn snapshot_diff_emits_inserts_updates_and_deletes() {
+        let at = Utc::now();
+        let previous: HashMap<String, String> = [
+            ("1".to_owned(), row("1", "Same").hash()),
+            ("2".to_owned(), row("2", "Old").hash()),
+            ("3".to_owned(), row("3", "Gone").hash()),
+        ]
+        .into();
+        let (changes, delta) = diff_snapshot(
+            &previous,
+            vec![row("1", "Same"), row("2", "New"), row("4", "Added")],
+            at,
+        );
+        let summary: Vec<(&str, Operation)> = changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.operation))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("2", Operation::Upsert),
+                ("4", Operation::Upsert),
+                ("3", Operation::Delete)
+            ]
+        );
+        assert_eq!(
+            delta.upserts,
+            vec![
+                ("2".into(), row("2", "New").hash()),
+                ("4".into(), row("4", "Added").hash())
+            ]
+        );
+        assert_eq!(delta.deletes, vec!["3".to_owned()]);
+        assert!(changes[2].row.is_none());
+        assert_eq!(changes[2].to_new_event(None).payload, json!({ "key": "3" }));
+        assert_eq!(
+            changes[0].to_new_event(None).payload["customer_name"],
+            json!("New")
+        );
+    }
+
+    #[test]
+    fn a_row_returning_to_an_earlier_state_gets_a_new_version() {
+        let first = diff_snapshot(&HashMap::new(), vec![row("1", "A")], Utc::now()).0;
+        let later = Utc::now() + chrono::Duration::seconds(1);
+        let again = diff_snapshot(&HashMap::new(), vec![row("1", "A")], later).0;
+        assert_ne!(first[0].version, again[0].version);
+    }
+
+    #[test]
+    fn an_unchanged_table_yields_nothing() {
+        let previous: HashMap<String, String> = [("1".to_owned(), row("1", "A").hash())].into();
+        let (changes, delta) = diff_snapshot(&previous, vec![row("1", "A")], Utc::now());
+        assert!(changes.is_empty() && delta.is_empty());
+    }
+}

@@ -1,0 +1,281 @@
+//! Every T-SQL statement batisync runs on the Batigest server, in one place for the DBA.
+//!
+//! Values are always parameters (`@P1`, `@P2`, ...: tiberius sends them through
+//! `sp_executesql`). Table and column names come from the mapping and cannot be
+//! parameters: templates mark them `{table}`, `{key}`, `{columns}`, `{hours}`, ... and
+//! [`render`] fills them only with [`Ident`]s, names validated against
+//! `INFORMATION_SCHEMA.COLUMNS` and written in brackets. No `MERGE` anywhere.
+
+use super::ident::Ident;
+use super::spec::{LedgerSpec, TableSpec};
+
+/// Health check of a pooled connection before reuse.
+pub(crate) const PING: &str = "SELECT 1";
+
+/// Who and where we are, for `check`.
+pub(crate) const SESSION_INFO: &str = "SELECT DB_NAME() AS database_name, \
+     CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version";
+
+/// Columns of the mapped tables (existence, type family, length).
+pub(crate) const TABLE_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, \
+     CAST(CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars \
+     FROM INFORMATION_SCHEMA.COLUMNS \
+     WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME IN (@P2, @P3, @P4) \
+     ORDER BY TABLE_NAME, ORDINAL_POSITION";
+
+/// Change Tracking state of one table (`@P1` = `[schema].[table]`). The minimum valid
+/// version is NULL when tracking is off for the table or not visible to us.
+pub(crate) const CHANGE_TRACKING_STATE: &str = "SELECT \
+     CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS min_valid_version, \
+     CHANGE_TRACKING_CURRENT_VERSION() AS current_version, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'VIEW CHANGE TRACKING'), 0) AS int) AS can_view, \
+     CAST((SELECT snapshot_isolation_state FROM sys.databases WHERE database_id = DB_ID()) AS int) \
+       AS snapshot_isolation_state";
+
+/// Permissions of the login: SELECT on the two read tables, writes on the ledger.
+pub(crate) const PERMISSIONS: &str = "SELECT \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT'), 0) AS int) AS chantier_select, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P2, 'OBJECT', 'SELECT'), 0) AS int) AS salarie_select, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P3, 'OBJECT', 'SELECT'), 0) AS int) AS ledger_select, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P3, 'OBJECT', 'INSERT'), 0) AS int) AS ledger_insert, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P3, 'OBJECT', 'UPDATE'), 0) AS int) AS ledger_update, \
+     CAST(ISNULL(HAS_PERMS_BY_NAME(@P3, 'OBJECT', 'DELETE'), 0) AS int) AS ledger_delete";
+
+/// Opens the consistent read of a Change Tracking capture. Needs
+/// `ALLOW_SNAPSHOT_ISOLATION ON` (see `sql/mssql/enable_change_tracking.sql`).
+pub(crate) const BEGIN_SNAPSHOT_READ: &str =
+    "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;";
+
+/// Ends the read and puts the pooled session back to the default isolation level.
+pub(crate) const END_SNAPSHOT_READ: &str =
+    "COMMIT TRANSACTION; SET TRANSACTION ISOLATION LEVEL READ COMMITTED;";
+
+/// Versions read inside the snapshot transaction (`@P1` = `[schema].[table]`).
+pub(crate) const CHANGE_TRACKING_VERSIONS: &str = "SELECT \
+     CHANGE_TRACKING_CURRENT_VERSION() AS current_version, \
+     CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS min_valid_version";
+
+/// Net changes since `@P1` (the stored version). The row is absent (`__exists` = 0)
+/// when it was deleted: a delete carries only the key.
+pub(crate) const CHANGES_SINCE: &str = "SELECT ct.SYS_CHANGE_VERSION AS [__version], \
+     ct.SYS_CHANGE_OPERATION AS [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], \
+     ct.{key} AS [__key], CASE WHEN t.{key} IS NULL THEN 0 ELSE 1 END AS [__exists], {columns} \
+     FROM CHANGETABLE(CHANGES {table}, @P1) AS ct \
+     LEFT JOIN {table} AS t ON t.{key} = ct.{key} \
+     ORDER BY ct.SYS_CHANGE_VERSION, ct.{key}";
+
+/// First page of a keyset-paginated full read (`@P1` = page size).
+pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
+     FROM {table} AS t ORDER BY t.{key}";
+
+/// Next page after key `@P2` (`@P1` = page size).
+pub(crate) const NEXT_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
+     FROM {table} AS t WHERE t.{key} > @P2 ORDER BY t.{key}";
+
+/// One ledger write: errors abort and roll back the whole transaction (on any failure the
+/// connection is also dropped, which rolls back whatever is still open).
+pub(crate) const BEGIN_WRITE: &str = "SET XACT_ABORT ON; BEGIN TRANSACTION;";
+/// Commits a ledger write.
+pub(crate) const COMMIT: &str = "COMMIT TRANSACTION;";
+
+/// Reads and locks the ledger rows of one key until the end of the transaction
+/// (`@P1` chantier, `@P2` employee, `@P3` date).
+pub(crate) const LEDGER_READ: &str = "SELECT {hours} AS hours, {journey} AS journey, \
+     {meal} AS meal FROM {table} WITH (UPDLOCK, HOLDLOCK) \
+     WHERE {chantier} = @P1 AND {employee} = @P2 AND {date} = @P3";
+
+/// Prefix of every ledger write when Change Tracking is on for the ledger: our context
+/// (`@P1`, as the `varbinary(128)` the clause needs) lets a capture of `SuiviMO` tell our
+/// writes from those of Batigest users. Without tracking, `@P1` is sent but unused.
+const TAG: &str = "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); \
+     WITH CHANGE_TRACKING_CONTEXT (@ctx) ";
+
+/// Rewrites the row of key (`@P2`, `@P3`, `@P4`) with key (`@P5`, `@P6`, `@P7`) and values
+/// `@P8` hours, `@P9` journey, `@P10` meal; `@P1` is our Change Tracking context.
+pub(crate) const LEDGER_UPDATE: &str = "UPDATE {table} WITH (UPDLOCK, HOLDLOCK) \
+     SET {chantier} = @P5, {employee} = @P6, {date} = @P7, \
+     {hours} = @P8, {journey} = @P9, {meal} = @P10 \
+     WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
+
+/// Inserts a row when the update touched none.
+pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
+     VALUES (@P2, @P3, @P4, @P5, @P6, @P7)";
+
+/// Removes the row of a slot that is no longer eligible.
+pub(crate) const LEDGER_DELETE: &str =
+    "DELETE FROM {table} WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
+
+/// Fills `{name}` placeholders with already-quoted, validated fragments.
+fn render(template: &'static str, parts: &[(&str, String)]) -> String {
+    parts
+        .iter()
+        .fold(template.to_owned(), |sql, (name, fragment)| {
+            sql.replace(&format!("{{{name}}}"), fragment)
+        })
+}
+
+/// `t.[Column] AS [role], ...`: roles are fixed plain names, columns validated idents.
+fn select_list(spec: &TableSpec) -> String {
+    spec.columns
+        .iter()
+        .map(|c| format!("t.{} AS [{}]", c.column.quoted(), c.role))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn table_parts(spec: &TableSpec) -> [(&'static str, String); 3] {
+    [
+        ("table", spec.table.quoted()),
+        ("key", spec.key.quoted()),
+        ("columns", select_list(spec)),
+    ]
+}
+
+/// [`CHANGES_SINCE`] for a table.
+pub(crate) fn changes_since(spec: &TableSpec) -> String {
+    render(CHANGES_SINCE, &table_parts(spec))
+}
+
+/// [`FIRST_PAGE`] for a table.
+pub(crate) fn first_page(spec: &TableSpec) -> String {
+    render(FIRST_PAGE, &table_parts(spec))
+}
+
+/// [`NEXT_PAGE`] for a table.
+pub(crate) fn next_page(spec: &TableSpec) -> String {
+    render(NEXT_PAGE, &table_parts(spec))
+}
+
+fn ledger_parts(spec: &LedgerSpec) -> Vec<(&'static str, String)> {
+    let q = Ident::quoted;
+    vec![
+        ("table", spec.table.quoted()),
+        ("chantier", q(&spec.chantier)),
+        ("employee", q(&spec.employee)),
+        ("date", q(&spec.date)),
+        ("hours", q(&spec.hours)),
+        ("journey", q(&spec.journey)),
+        ("meal", q(&spec.meal)),
+    ]
+}
+
+/// The four ledger statements for a mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct LedgerStatements {
+    pub read: String,
+    pub update: String,
+    pub insert: String,
+    pub delete: String,
+}
+
+impl LedgerStatements {
+    /// `tagged`: prefix writes with [`TAG`] (Change Tracking on for the ledger).
+    pub(crate) fn new(spec: &LedgerSpec, tagged: bool) -> Self {
+        let parts = ledger_parts(spec);
+        let tag = if tagged { TAG } else { "" };
+        Self {
+            read: render(LEDGER_READ, &parts),
+            update: format!("{tag}{}", render(LEDGER_UPDATE, &parts)),
+            insert: format!("{tag}{}", render(LEDGER_INSERT, &parts)),
+            delete: format!("{tag}{}", render(LEDGER_DELETE, &parts)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batigest::spec::tests::{chantier_spec, ledger_spec};
+
+    #[test]
+    fn change_tracking_statement_joins_the_table_and_names_every_column() {
+        let sql = changes_since(&chantier_spec());
+        assert_eq!(
+            sql,
+            "SELECT ct.SYS_CHANGE_VERSION AS [__version], ct.SYS_CHANGE_OPERATION AS \
+             [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], ct.[Code] AS [__key], CASE \
+             WHEN t.[Code] IS NULL THEN 0 ELSE 1 END AS [__exists], t.[Code] AS [code], \
+             t.[NomClient] AS [customer_name], t.[Etat] AS [state] FROM CHANGETABLE(CHANGES \
+             [dbo].[ChantierDef], @P1) AS ct LEFT JOIN [dbo].[ChantierDef] AS t ON t.[Code] = \
+             ct.[Code] ORDER BY ct.SYS_CHANGE_VERSION, ct.[Code]"
+        );
+    }
+
+    #[test]
+    fn snapshot_statements_are_keyset_paginated() {
+        let spec = chantier_spec();
+        assert_eq!(
+            first_page(&spec),
+            "SELECT TOP (@P1) t.[Code] AS [__key], t.[Code] AS [code], t.[NomClient] AS \
+             [customer_name], t.[Etat] AS [state] FROM [dbo].[ChantierDef] AS t ORDER BY t.[Code]"
+        );
+        let next = next_page(&spec);
+        assert!(
+            next.contains("WHERE t.[Code] > @P2 ORDER BY t.[Code]"),
+            "{next}"
+        );
+        assert!(!next.contains('{'), "{next}");
+    }
+
+    #[test]
+    fn ledger_statements_lock_tag_and_never_merge() {
+        let s = LedgerStatements::new(&ledger_spec(), true);
+        assert!(
+            s.read
+                .contains("FROM [dbo].[SuiviMO] WITH (UPDLOCK, HOLDLOCK)")
+        );
+        assert!(
+            s.read
+                .starts_with("SELECT [NbH0] AS hours, [NbH3] AS journey, [NbH4] AS meal")
+        );
+        for sql in [&s.update, &s.insert, &s.delete] {
+            assert!(
+                sql.starts_with(
+                    "DECLARE @ctx varbinary(128) = CAST(@P1 AS varbinary(128)); \
+                     WITH CHANGE_TRACKING_CONTEXT (@ctx) "
+                ),
+                "{sql}"
+            );
+        }
+        assert!(
+            s.update.contains(
+                "UPDATE [dbo].[SuiviMO] WITH (UPDLOCK, HOLDLOCK) SET [CodeChantier] = @P5"
+            )
+        );
+        assert!(
+            s.insert
+                .contains("([CodeChantier], [CodeSalarie], [Date], [NbH0], [NbH3], [NbH4])")
+        );
+        let plain = LedgerStatements::new(&ledger_spec(), false);
+        assert!(
+            plain.insert.starts_with("INSERT INTO [dbo].[SuiviMO]"),
+            "{}",
+            plain.insert
+        );
+        assert!(
+            plain.delete.starts_with("DELETE FROM [dbo].[SuiviMO]"),
+            "{}",
+            plain.delete
+        );
+        for sql in [&s.read, &s.update, &s.insert, &s.delete] {
+            assert!(
+                !sql.contains('{') && !sql.to_uppercase().contains("MERGE"),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_statements_use_parameters_only() {
+        for sql in [
+            TABLE_COLUMNS,
+            CHANGE_TRACKING_STATE,
+            PERMISSIONS,
+            CHANGE_TRACKING_VERSIONS,
+        ] {
+            assert!(sql.contains("@P1") && !sql.contains('{'), "{sql}");
+        }
+        assert!(BEGIN_SNAPSHOT_READ.contains("ISOLATION LEVEL SNAPSHOT"));
+        assert!(END_SNAPSHOT_READ.ends_with("READ COMMITTED;"));
+    }
+}

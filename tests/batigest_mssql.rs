@@ -1,0 +1,827 @@
+//! The Batigest layer against a real SQL Server.
+//!
+//! Runs only when `BATISYNC_TEST_MSSQL_URL` holds an ADO connection string to a server
+//! where the login may create databases, e.g.
+//! `server=tcp:localhost,1433;user=sa;password=...;TrustServerCertificate=true`.
+//! Each test creates a fresh database from `sql/mssql/batigest_test_schema.sql` (and
+//! `enable_change_tracking.sql` where needed) and drops it at the end. Unset, every test
+//! prints one `skipped:` line and returns. `.github/workflows/mssql.yml` runs them.
+//! The snapshot-diff tests also need the test PostgreSQL of `tests/common`; the one about
+//! recording hashes needs only PostgreSQL and always runs.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batisync::batigest::capture::SnapshotDelta;
+use batisync::batigest::capture::{CtState, Strategy, choose_strategy};
+use batisync::batigest::ledger::{Conflict, Hours, LedgerLimits};
+use batisync::batigest::pool::{Client, Pool, connect};
+use batisync::batigest::read::{
+    capture, capture_change_tracking, load_employee_map, read_ct_state, read_table,
+};
+use batisync::batigest::schema::load_mapping;
+use batisync::batigest::settings::Encryption;
+use batisync::batigest::snapshot_store::{load_hashes, record_hashes, store_capture};
+use batisync::batigest::{BatigestError, EmployeeLookupError};
+use batisync::batigest::{
+    BatigestSettings, CaptureStrategy, Chantier, Cursor, Decision, LedgerKey, LedgerRow,
+    LedgerValues, LedgerWriter, SlotRemoval, SlotWrite, SqlServerLedger, check_sqlserver,
+};
+use batisync::outbox::Operation;
+use chrono::NaiveDate;
+
+const SCHEMA_SQL: &str = include_str!("../sql/mssql/batigest_test_schema.sql");
+const ENABLE_CT_SQL: &str = include_str!("../sql/mssql/enable_change_tracking.sql");
+
+fn mssql_url() -> Option<String> {
+    match std::env::var("BATISYNC_TEST_MSSQL_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            println!("skipped: BATISYNC_TEST_MSSQL_URL is not set");
+            None
+        }
+    }
+}
+
+/// Settings from the ADO string keys the tests use (server, user, password, encrypt,
+/// TrustServerCertificate).
+fn settings_from_ado(url: &str, database: &str) -> BatigestSettings {
+    let mut s = BatigestSettings {
+        database: database.to_owned(),
+        connect_timeout_ms: 15_000,
+        ..BatigestSettings::default()
+    };
+    for part in url.split(';').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = part.split_once('=').expect("key=value");
+        let value = value.trim().to_owned();
+        match key.trim().to_ascii_lowercase().as_str() {
+            "server" | "data source" => {
+                let server = value.trim_start_matches("tcp:");
+                let (host, port) = server.split_once(',').unwrap_or((server, ""));
+                match host.split_once('\\') {
+                    Some((h, instance)) => {
+                        s.host = h.to_owned();
+                        s.instance = Some(instance.to_owned());
+                    }
+                    None => s.host = host.to_owned(),
+                }
+                s.port = port.parse().ok();
+            }
+            "user" | "user id" | "uid" => s.user = value,
+            "password" | "pwd" => s.password = value.into(),
+            "trustservercertificate" => {
+                s.trust_server_certificate = value.eq_ignore_ascii_case("true")
+            }
+            "encrypt" => {
+                s.encryption = match value.to_ascii_lowercase().as_str() {
+                    "strict" => Encryption::Strict,
+                    "false" | "no" | "danger_plaintext" => Encryption::Off,
+                    _ => Encryption::Required,
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// A fresh database with the Batigest-shaped schema.
+struct TestServer {
+    settings: BatigestSettings,
+    master: BatigestSettings,
+}
+
+async fn run_batch(client: &mut Client, sql: &str) {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"))
+        .into_results()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+}
+
+impl TestServer {
+    async fn new(url: &str, change_tracking: bool) -> Self {
+        let name = format!("batisync_t_{:012x}", fastrand::u64(..1 << 48));
+        let master = settings_from_ado(url, "master");
+        let mut admin = connect(&master).await.expect("SQL Server reachable");
+        run_batch(&mut admin, &format!("CREATE DATABASE [{name}]")).await;
+        let server = Self {
+            settings: BatigestSettings {
+                application_name: name.clone(),
+                ..settings_from_ado(url, &name)
+            },
+            master,
+        };
+        server.exec(SCHEMA_SQL).await;
+        if change_tracking {
+            server.exec(ENABLE_CT_SQL).await;
+        }
+        server
+    }
+
+    async fn client(&self) -> Client {
+        connect(&self.settings)
+            .await
+            .expect("connect to the test database")
+    }
+
+    async fn exec(&self, sql: &str) {
+        run_batch(&mut self.client().await, sql).await;
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let mut client = self.client().await;
+        let row = client
+            .simple_query(sql)
+            .await
+            .expect("query")
+            .into_row()
+            .await
+            .expect("row")
+            .expect("one row");
+        // `get` panics on a type mismatch: try int, then bigint.
+        row.try_get::<i32, _>(0)
+            .ok()
+            .flatten()
+            .map(i64::from)
+            .or_else(|| row.try_get::<i64, _>(0).ok().flatten())
+            .expect("integer")
+    }
+
+    async fn drop(self) {
+        let mut admin = connect(&self.master).await.expect("connect to master");
+        let db = &self.settings.database;
+        run_batch(
+            &mut admin,
+            &format!("ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [{db}]"),
+        )
+        .await;
+    }
+}
+
+const SEED: &str = "INSERT INTO dbo.ChantierDef (Code, NomClient, Libelle, Etat, DateDebut, DateFin, VilleChantier) VALUES \
+    ('00000001', N'Société Élan', N'Toiture', 'E', '2026-01-05', '2026-06-30', N'Béziers'), \
+    ('00000002', N'Bâti Sud', NULL, 'E', '2026-02-01', '2026-03-01', NULL), \
+    ('00000003', N'Crèche municipale', N'Extension', 'E', '2026-03-01', '2026-09-30', N'Sète'), \
+    ('00000004', N'Hôtel-Dieu', N'Façade', 'T', '2025-01-01', '2025-12-31', N'Montpellier'), \
+    ('00000005', N'Garage Noël', NULL, 'E', '2026-04-01', '2026-05-01', N'Lunel')";
+
+fn summary(changes: &[batisync::batigest::Change]) -> Vec<(String, Operation)> {
+    let mut out: Vec<(String, Operation)> = changes
+        .iter()
+        .map(|c| (c.key.clone(), c.operation))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test]
+async fn change_tracking_captures_inserts_updates_and_deletes() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    server.exec(SEED).await;
+    let check = check_sqlserver(&server.settings).await;
+    assert!(check.is_ok(), "{check}");
+    let pool = Pool::new(server.settings.clone());
+    let mapping = load_mapping(&pool).await.expect("mapping verified");
+    let spec = &mapping.chantier;
+    let state = read_ct_state(&pool, &spec.table.quoted())
+        .await
+        .expect("state");
+    assert_eq!(
+        choose_strategy(CaptureStrategy::Auto, &state),
+        Ok(Strategy::ChangeTracking)
+    );
+
+    let first = capture_change_tracking(&pool, spec, None)
+        .await
+        .expect("first capture");
+    assert!(first.full_snapshot);
+    assert_eq!(first.changes.len(), 5);
+    let chantier = Chantier::from_row(first.changes[0].row.as_ref().expect("row")).expect("valid");
+    assert_eq!(chantier.customer_name.as_deref(), Some("Société Élan"));
+    assert_eq!(chantier.address.city.as_deref(), Some("Béziers"));
+
+    server
+        .exec("INSERT INTO dbo.ChantierDef (Code, NomClient, Etat, DateDebut, DateFin) VALUES ('00000006', N'Neuf', 'E', '2026-05-01', '2026-06-01'); \
+               UPDATE dbo.ChantierDef SET NomClient = N'Bâti Nord' WHERE Code = '00000002'; \
+               DELETE FROM dbo.ChantierDef WHERE Code = '00000001';")
+        .await;
+    let cursor = Cursor::from_json(Some(&first.next_cursor));
+    let next = capture_change_tracking(&pool, spec, cursor.as_ref())
+        .await
+        .expect("changes");
+    assert!(!next.full_snapshot);
+    assert_eq!(
+        summary(&next.changes),
+        vec![
+            ("00000001".to_owned(), Operation::Delete),
+            ("00000002".to_owned(), Operation::Upsert),
+            ("00000006".to_owned(), Operation::Upsert),
+        ]
+    );
+    let deleted = next
+        .changes
+        .iter()
+        .find(|c| c.key == "00000001")
+        .expect("delete");
+    assert!(deleted.row.is_none() && !deleted.own_write);
+
+    let cursor = Cursor::from_json(Some(&next.next_cursor));
+    let idle = capture_change_tracking(&pool, spec, cursor.as_ref())
+        .await
+        .expect("nothing new");
+    assert!(idle.changes.is_empty());
+    assert_eq!(idle.next_cursor, next.next_cursor);
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_minimum_valid_version_forces_a_full_snapshot() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    server.exec(SEED).await;
+    let pool = Pool::new(server.settings.clone());
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let first = capture_change_tracking(&pool, &mapping.chantier, None)
+        .await
+        .expect("first");
+    let stale = Cursor::from_json(Some(&first.next_cursor));
+
+    // New changes, then tracking restarted: the minimum valid version passes the cursor.
+    server
+        .exec("UPDATE dbo.ChantierDef SET Etat = 'T' WHERE Code = '00000003'")
+        .await;
+    server
+        .exec("ALTER TABLE dbo.ChantierDef DISABLE CHANGE_TRACKING; ALTER TABLE dbo.ChantierDef ENABLE CHANGE_TRACKING;")
+        .await;
+    let state: CtState = read_ct_state(&pool, &mapping.chantier.table.quoted())
+        .await
+        .expect("state");
+    let Some(Cursor::ChangeTracking { version }) = stale else {
+        panic!("ct cursor")
+    };
+    assert!(state.min_valid_version.expect("tracked") > version);
+
+    let batch = capture_change_tracking(&pool, &mapping.chantier, stale.as_ref())
+        .await
+        .expect("resnapshot");
+    assert!(batch.full_snapshot);
+    assert_eq!(batch.changes.len(), 5);
+    let after = Cursor::from_json(Some(&batch.next_cursor));
+    let again = capture_change_tracking(&pool, &mapping.chantier, after.as_ref())
+        .await
+        .expect("incremental");
+    assert!(!again.full_snapshot && again.changes.is_empty());
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, false).await;
+    server.exec(SEED).await;
+    let pg = common::TestDb::new().await;
+    // Two rows per page: five rows take three keyset pages.
+    let pool = Pool::new(BatigestSettings {
+        snapshot_page_rows: 2,
+        ..server.settings.clone()
+    });
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let spec = &mapping.chantier;
+
+    let mut conn = pg.pool.acquire().await.expect("pg");
+    let first = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+        .await
+        .expect("first");
+    assert_eq!(first.strategy, Strategy::SnapshotDiff);
+    assert_eq!(first.changes.len(), 5);
+    let record = |batch: batisync::batigest::CaptureBatch| {
+        let pg = pg.pool.clone();
+        let source = spec.source.clone();
+        async move {
+            let mut tx = pg.begin().await.expect("begin");
+            record_hashes(&mut tx, &source, &batch.snapshot_delta.expect("delta"))
+                .await
+                .expect("record");
+            tx.commit().await.expect("commit");
+        }
+    };
+    record(first).await;
+
+    server
+        .exec("UPDATE dbo.ChantierDef SET Libelle = N'Réfection' WHERE Code = '00000002'; \
+               DELETE FROM dbo.ChantierDef WHERE Code = '00000004'; \
+               INSERT INTO dbo.ChantierDef (Code, NomClient, Etat, DateDebut, DateFin) VALUES ('00000007', N'Neuf', 'E', '2026-05-01', '2026-06-01');")
+        .await;
+    let second = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+        .await
+        .expect("second");
+    assert_eq!(
+        summary(&second.changes),
+        vec![
+            ("00000002".to_owned(), Operation::Upsert),
+            ("00000004".to_owned(), Operation::Delete),
+            ("00000007".to_owned(), Operation::Upsert),
+        ]
+    );
+    record(second).await;
+    let third = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+        .await
+        .expect("third");
+    assert!(third.changes.is_empty());
+
+    // Without Change Tracking the ledger writes are not tagged, and still work.
+    let ledger = SqlServerLedger::open(Arc::new(pool), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let row = slot_row("00000002", 8, 30, true);
+    let report = ledger.apply(&write(None, &row)).await.expect("insert");
+    assert_eq!(report.decision, Decision::Insert);
+    assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMO").await, 1);
+    drop(conn);
+    pg.drop().await;
+    server.drop().await;
+}
+
+fn slot_row(chantier: &str, hour: u32, minutes: u32, meal: bool) -> LedgerRow {
+    LedgerRow {
+        key: LedgerKey {
+            chantier: chantier.into(),
+            employee: "DUPONT".into(),
+            start: NaiveDate::from_ymd_opt(2026, 11, 27)
+                .and_then(|d| d.and_hms_opt(hour, 0, 0))
+                .expect("time"),
+        },
+        values: LedgerValues {
+            hours: Hours::from_minutes(minutes),
+            journey: true,
+            meal,
+        },
+    }
+}
+
+fn write(previous: Option<&LedgerRow>, row: &LedgerRow) -> SlotWrite {
+    SlotWrite {
+        slot_id: "slot-42".into(),
+        previous: previous.cloned(),
+        row: row.clone(),
+        overwrite_batigest_edits: false,
+    }
+}
+
+#[tokio::test]
+async fn suivi_mo_writes_update_move_remove_and_report_batigest_edits() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    let pool = Arc::new(Pool::new(server.settings.clone()));
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let count = "SELECT COUNT(*) FROM dbo.SuiviMO";
+
+    let first = slot_row("00000001", 8, 90, false);
+    let report = ledger.apply(&write(None, &first)).await.expect("insert");
+    assert_eq!(report.decision, Decision::Insert);
+    assert_eq!(server.scalar(count).await, 1);
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(NbH0 * 10000 AS int) FROM dbo.SuiviMO")
+            .await,
+        15_000
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(NbH3 AS int) * 10 + CAST(NbH4 AS int) FROM dbo.SuiviMO")
+            .await,
+        10
+    );
+
+    let longer = slot_row("00000001", 8, 50, true);
+    assert_eq!(
+        ledger
+            .apply(&write(Some(&first), &longer))
+            .await
+            .expect("update")
+            .decision,
+        Decision::Update
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(NbH0 * 10000 AS int) FROM dbo.SuiviMO")
+            .await,
+        8_333
+    );
+    // Redelivery of the same write: nothing to do, still one row.
+    assert_eq!(
+        ledger
+            .apply(&write(Some(&first), &longer))
+            .await
+            .expect("again")
+            .decision,
+        Decision::Unchanged
+    );
+
+    let moved = slot_row("00000002", 9, 50, true);
+    assert_eq!(
+        ledger
+            .apply(&write(Some(&longer), &moved))
+            .await
+            .expect("move")
+            .decision,
+        Decision::Move
+    );
+    assert_eq!(server.scalar(count).await, 1);
+    assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMO WHERE CodeChantier = '00000002' AND [Date] = '2026-11-27T09:00:00'").await, 1);
+
+    // A Batigest user edits the row: reported, not overwritten.
+    server.exec("UPDATE dbo.SuiviMO SET NbH0 = 7").await;
+    let next = slot_row("00000002", 9, 120, true);
+    let report = ledger
+        .apply(&write(Some(&moved), &next))
+        .await
+        .expect("conflict report");
+    assert!(report.edited_in_batigest);
+    assert!(
+        matches!(report.decision, Decision::Conflict(Conflict::EditedInBatigest(v)) if v.hours == Hours(70_000))
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(NbH0 AS int) FROM dbo.SuiviMO")
+            .await,
+        7
+    );
+    let mut overwrite = write(Some(&moved), &next);
+    overwrite.overwrite_batigest_edits = true;
+    assert_eq!(
+        ledger.apply(&overwrite).await.expect("overwrite").decision,
+        Decision::Update
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(NbH0 AS int) FROM dbo.SuiviMO")
+            .await,
+        2
+    );
+
+    // Our writes carry our Change Tracking context.
+    let ours = "DECLARE @v bigint = CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID('dbo.SuiviMO')); \
+                SELECT COUNT(*) FROM CHANGETABLE(CHANGES dbo.SuiviMO, @v) AS ct \
+                WHERE ct.SYS_CHANGE_CONTEXT = CAST('batisync' AS varbinary(128))";
+    assert_eq!(server.scalar(ours).await, 1);
+
+    let removal = SlotRemoval {
+        slot_id: "slot-42".into(),
+        previous: next.clone(),
+        overwrite_batigest_edits: false,
+    };
+    assert_eq!(
+        ledger.remove(&removal).await.expect("remove").decision,
+        Decision::Delete
+    );
+    assert_eq!(
+        ledger.remove(&removal).await.expect("again").decision,
+        Decision::AlreadyGone
+    );
+    assert_eq!(server.scalar(count).await, 0);
+
+    let too_long = slot_row("123456789", 8, 60, false);
+    assert!(ledger.apply(&write(None, &too_long)).await.is_err());
+    assert_eq!(server.scalar(count).await, 0);
+    assert_eq!(
+        LedgerLimits::default().chantier_code_chars,
+        mapping.ledger.chantier_code_chars
+    );
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_capture_is_retried() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, false).await;
+    server.exec(SEED).await;
+    let pool = Arc::new(Pool::new(server.settings.clone()));
+    let mapping = load_mapping(&pool).await.expect("mapping");
+
+    // Hold a row lock so the full read blocks (READ COMMITTED, no row versioning here).
+    let mut holder = server.client().await;
+    run_batch(&mut holder, "BEGIN TRANSACTION; UPDATE dbo.ChantierDef SET Libelle = N'verrou' WHERE Code = '00000003';").await;
+    let reader = {
+        let (pool, spec) = (pool.clone(), mapping.chantier.clone());
+        tokio::spawn(async move { read_table(&pool, &spec).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let find_blocked = format!(
+        "SELECT TOP 1 r.session_id FROM sys.dm_exec_requests AS r \
+         JOIN sys.dm_exec_sessions AS s ON s.session_id = r.session_id \
+         WHERE s.program_name = '{}' AND r.blocking_session_id <> 0",
+        server.settings.application_name
+    );
+    let mut killer = connect(&server.master).await.expect("admin");
+    let blocked = killer
+        .simple_query(find_blocked)
+        .await
+        .expect("query")
+        .into_row()
+        .await
+        .expect("row")
+        .and_then(|row| row.get::<i16, _>(0))
+        .expect("the capture is blocked on the lock");
+    run_batch(&mut killer, &format!("KILL {blocked}")).await;
+    run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
+
+    let rows = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("capture finished")
+        .expect("task")
+        .expect("retried on a new connection");
+    assert_eq!(rows.len(), 5);
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn snapshot_hashes_commit_or_roll_back_with_the_callers_transaction() {
+    let pg = common::TestDb::new().await;
+    let source = "batigest:dbo.ChantierDef";
+    let hash = |c: char| c.to_string().repeat(64);
+    let delta = SnapshotDelta {
+        upserts: vec![("1".into(), hash('a')), ("2".into(), hash('b'))],
+        deletes: vec![],
+    };
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &delta)
+        .await
+        .expect("record");
+    tx.rollback().await.expect("rollback");
+    let mut conn = pg.pool.acquire().await.expect("conn");
+    assert!(
+        load_hashes(&mut conn, source)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &delta)
+        .await
+        .expect("record");
+    tx.commit().await.expect("commit");
+    let next = SnapshotDelta {
+        upserts: vec![("2".into(), hash('c')), ("3".into(), hash('d'))],
+        deletes: vec!["1".into()],
+    };
+    let mut tx = pg.pool.begin().await.expect("begin");
+    record_hashes(&mut tx, source, &next).await.expect("record");
+    tx.commit().await.expect("commit");
+
+    let stored = load_hashes(&mut conn, source).await.expect("load");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.get("2"), Some(&hash('c')));
+    assert_eq!(stored.get("3"), Some(&hash('d')));
+    assert!(
+        load_hashes(&mut conn, "batigest:dbo.Salarie")
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    drop(conn);
+    pg.drop().await;
+}
+
+fn chantier_row(code: &str, name: &str) -> batisync::batigest::SourceRow {
+    let mut cells = std::collections::BTreeMap::new();
+    cells.insert("code", batisync::batigest::Cell::Text(code.into()));
+    cells.insert("customer_name", batisync::batigest::Cell::Text(name.into()));
+    batisync::batigest::SourceRow {
+        key: code.into(),
+        cells,
+    }
+}
+
+fn snapshot_batch(
+    previous: &std::collections::HashMap<String, String>,
+    rows: Vec<batisync::batigest::SourceRow>,
+) -> batisync::batigest::CaptureBatch {
+    let at = chrono::Utc::now();
+    let (changes, delta) = batisync::batigest::capture::diff_snapshot(previous, rows, at);
+    batisync::batigest::CaptureBatch {
+        changes,
+        next_cursor: Cursor::SnapshotDiff { at }.to_json(),
+        strategy: Strategy::SnapshotDiff,
+        full_snapshot: true,
+        snapshot_delta: Some(delta),
+    }
+}
+
+#[tokio::test]
+async fn a_capture_stores_events_cursor_and_hashes_together_or_not_at_all() {
+    let pg = common::TestDb::new().await;
+    let source = "batigest:dbo.ChantierDef";
+    let first = snapshot_batch(
+        &Default::default(),
+        vec![chantier_row("1", "Élan"), chantier_row("2", "Sud")],
+    );
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let captured = store_capture(&mut tx, "chantiers", source, None, &first)
+        .await
+        .expect("store");
+    tx.commit().await.expect("commit");
+    assert_eq!(captured.report.inserted, 2);
+    pg.outbox()
+        .promote_captured(&captured)
+        .await
+        .expect("promote");
+    let mut conn = pg.pool.acquire().await.expect("conn");
+    let hashes = load_hashes(&mut conn, source).await.expect("hashes");
+    assert_eq!(hashes.len(), 2);
+
+    // A second poller that read from the same (absent) cursor is refused, and its hashes
+    // are not kept.
+    let rival = snapshot_batch(&Default::default(), vec![chantier_row("3", "Nord")]);
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let err = store_capture(&mut tx, "chantiers", source, None, &rival)
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(err, batisync::outbox::OutboxError::CursorConflict { .. }),
+        "{err}"
+    );
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        load_hashes(&mut conn, source).await.expect("hashes"),
+        hashes
+    );
+
+    // The next capture continues from the stored cursor: only the change is stored.
+    let next = snapshot_batch(
+        &hashes,
+        vec![chantier_row("1", "Élan"), chantier_row("2", "Nord")],
+    );
+    assert_eq!(next.changes.len(), 1);
+    let mut tx = pg.pool.begin().await.expect("begin");
+    let captured = store_capture(
+        &mut tx,
+        "chantiers",
+        source,
+        Some(&first.next_cursor),
+        &next,
+    )
+    .await
+    .expect("store");
+    tx.commit().await.expect("commit");
+    assert_eq!(captured.report.inserted, 1);
+    assert_eq!(
+        pg.status_counts().await.iter().map(|(_, n)| n).sum::<i64>(),
+        3
+    );
+    drop(conn);
+    pg.drop().await;
+}
+
+#[tokio::test]
+async fn the_employee_map_is_loaded_from_salarie_and_kept_fresh() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    server
+        .exec(
+            "INSERT INTO dbo.Salarie (Code, Nom, codebs) VALUES \
+               ('DUPONT', N'Dupont Émile', '0F8FAD5B-D9CB-469F-A165-70867728950E'), \
+               ('MARTIN', N'Martin Zoé', NULL), \
+               ('DURAND', N'Durand', '7c9e6679-7425-40de-944b-e07fc1f90ae7'), \
+               ('DURAND2', N'Durand bis', '7c9e6679-7425-40de-944b-e07fc1f90ae7')",
+        )
+        .await;
+    let pool = Pool::new(server.settings.clone());
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let mut map = load_employee_map(&pool, &mapping.salarie)
+        .await
+        .expect("map");
+    assert_eq!(
+        map.lookup("0f8fad5b-d9cb-469f-a165-70867728950e"),
+        Ok("DUPONT")
+    );
+    assert_eq!(map.employees_without_id(), vec!["MARTIN"]);
+    assert!(matches!(
+        map.lookup("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+        Err(EmployeeLookupError::Ambiguous { codes, .. }) if codes == ["DURAND", "DURAND2"]
+    ));
+
+    let start = capture_change_tracking(&pool, &mapping.salarie, None)
+        .await
+        .expect("snapshot");
+    server
+        .exec("UPDATE dbo.Salarie SET codebs = NULL WHERE Code = 'DURAND2'")
+        .await;
+    let cursor = Cursor::from_json(Some(&start.next_cursor));
+    let changes = capture_change_tracking(&pool, &mapping.salarie, cursor.as_ref())
+        .await
+        .expect("changes");
+    map.apply(&changes.changes);
+    assert_eq!(
+        map.lookup("7C9E6679-7425-40DE-944B-E07FC1F90AE7"),
+        Ok("DURAND")
+    );
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn check_names_the_failing_step() {
+    let Some(url) = mssql_url() else { return };
+    let mut settings = settings_from_ado(&url, "batisync_no_such_dossier");
+    let report = check_sqlserver(&settings).await;
+    let failed = report.steps.last().expect("steps");
+    assert_eq!(failed.name, "database", "{report}");
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("4060")),
+        "{report}"
+    );
+
+    settings.password = "wrong-password".to_owned().into();
+    let report = check_sqlserver(&settings).await;
+    let failed = report.steps.last().expect("steps");
+    assert_eq!(failed.name, "login", "{report}");
+    assert!(
+        failed
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("18456")),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    let login = format!("bs_{:010x}", fastrand::u64(..1 << 40));
+    let password = format!("Bs-{:016x}-Aa1!", fastrand::u64(..));
+    let script = include_str!("../sql/mssql/create_batisync_login.sql")
+        .replacen("N'batisync';", &format!("N'{login}';"), 1)
+        .replacen("N'CHANGE-ME';", &format!("N'{password}';"), 1);
+    server.exec(&script).await;
+
+    let restricted = BatigestSettings {
+        user: login.clone(),
+        password: password.clone().into(),
+        ..server.settings.clone()
+    };
+    let report = check_sqlserver(&restricted).await;
+    assert!(report.is_ok(), "{report}");
+    let pool = Arc::new(Pool::new(restricted.clone()));
+    let mapping = load_mapping(&pool)
+        .await
+        .expect("mapping visible to the login");
+    capture_change_tracking(&pool, &mapping.chantier, None)
+        .await
+        .expect("capture");
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let row = slot_row("00000001", 8, 60, false);
+    assert_eq!(
+        ledger
+            .apply(&write(None, &row))
+            .await
+            .expect("write")
+            .decision,
+        Decision::Insert
+    );
+
+    let mut client = connect(&restricted).await.expect("connect as the login");
+    let denied = client
+        .execute("UPDATE dbo.ChantierDef SET Etat = 'X'", &[])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            BatigestError::from_tiberius(
+                e,
+                batisync::batigest::error::Phase::Work,
+                &batisync::batigest::pool::error_context(&restricted),
+            )
+        });
+    assert!(
+        matches!(denied, Err(BatigestError::PermissionDenied { .. })),
+        "{denied:?}"
+    );
+    drop(client);
+    drop(ledger);
+    drop(pool);
+
+    server.drop().await;
+    let mut admin = connect(&server_master(&url)).await.expect("master");
+    run_batch(&mut admin, &format!("DROP LOGIN [{login}]")).await;
+}
+
+fn server_master(url: &str) -> BatigestSettings {
+    settings_from_ado(url, "master")
+}
