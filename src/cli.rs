@@ -98,9 +98,28 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// When any check fails (after printing all of them).
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     let postgres_ok = check_postgres(settings).await;
+    let sqlserver_ok = check_sqlserver(settings).await;
     let batisimply_ok = check_batisimply(settings).await;
-    anyhow::ensure!(postgres_ok && batisimply_ok, "check failed");
+    anyhow::ensure!(postgres_ok && sqlserver_ok && batisimply_ok, "check failed");
     Ok(())
+}
+
+async fn check_sqlserver(settings: &Settings) -> bool {
+    if settings.batigest.database.is_empty() {
+        eprintln!(
+            "[--]     SQL Server non configuré (batigest.database vide) / not configured \
+             (batigest.database is empty)"
+        );
+        return true;
+    }
+    let report = crate::batigest::check_sqlserver(&settings.batigest).await;
+    for step in &report.steps {
+        match &step.failure {
+            None => eprintln!("[OK]     SQL Server {} {}", step.name, step.detail),
+            Some(message) => eprintln!("[ÉCHEC]  SQL Server {}: {message}", step.name),
+        }
+    }
+    report.is_ok()
 }
 
 async fn check_postgres(settings: &Settings) -> bool {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::batigest::BatigestSettings;
 use crate::batisimply::BatisimplySettings;
 use crate::dispatch::DispatchSettings;
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The BatiSimply API (field app): URLs, credentials, politeness.
     pub batisimply: BatisimplySettings,
+    /// The Batigest dossier on SQL Server: connection and column mapping.
+    pub batigest: BatigestSettings,
 }
 
 /// Connection to the batisync PostgreSQL database.
@@ -173,6 +176,7 @@ impl Settings {
     /// Cross-field checks that serde cannot express; each error names the keys.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.dispatch.validate("dispatch")?;
+        self.batigest.validate("batigest")?;
         if self.postgres.max_connections == 0 {
             return Err(SettingsError::invalid(
                 "postgres.max_connections",

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::capture::{CaptureBatch, SnapshotDelta};
-use crate::outbox::{self, Captured, CursorAdvance, NewEvent, OutboxError};
+use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, OutboxError};
 
 const LOAD_HASHES: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows WHERE source = $1";
 
@@ -70,8 +70,7 @@ pub async fn record_hashes(
 /// Stores a capture batch in the caller's transaction: the outbox events of `flow`, the
 /// cursor of `source` moved from `read_from` (the cursor the capture started from) to
 /// `batch.next_cursor`, and the snapshot-diff hashes. Newer events supersede older
-/// pending ones of the same key. After the commit, pass the result to
-/// [`crate::outbox::Outbox::promote_captured`].
+/// waiting ones of the same key. The events are claimable once the caller commits.
 ///
 /// # Errors
 /// [`OutboxError::CursorConflict`] when another poller moved the cursor (roll back);
@@ -82,7 +81,7 @@ pub async fn store_capture(
     source: &str,
     read_from: Option<&Value>,
     batch: &CaptureBatch,
-) -> Result<Captured, OutboxError> {
+) -> Result<CaptureReport, OutboxError> {
     let events: Vec<NewEvent> = batch.changes.iter().map(|c| c.to_new_event(None)).collect();
     let advance = CursorAdvance {
         source,
