@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/build-deps.sh
 ./scripts/postgres.sh
 export BATISYNC__POSTGRES__PORT="${BATISYNC_PGPORT:-55432}"
 export BATISYNC__POSTGRES__PASSWORD=batisync

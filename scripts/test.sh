@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/build-deps.sh
 ./scripts/postgres.sh
 export BATISYNC_TEST_PG_HOST=127.0.0.1 BATISYNC_TEST_PG_PORT="${BATISYNC_PGPORT:-55432}"
 export BATISYNC_TEST_PG_USER=batisync BATISYNC_TEST_PG_PASSWORD=batisync
