@@ -37,6 +37,9 @@ pub struct OutboxBenchArgs {
     /// Samples of idle-worker pickup latency.
     #[arg(long, default_value_t = 200)]
     pub pickup_samples: usize,
+    /// Events of the one-event-per-claim baseline (default: a fifth of --events; 0 skips it).
+    #[arg(long)]
+    pub baseline_events: Option<u64>,
 }
 
 /// Counts applications and reports when each happened.
@@ -78,14 +81,19 @@ async fn run_all(pool: &PgPool, args: &OutboxBenchArgs) -> anyhow::Result<()> {
         "outbox bench: {} events over {} keys, claim batch {}, capture batch {}, PostgreSQL {version}",
         args.events, args.keys, args.batch_size, args.capture_batch
     );
-    let baseline_events = (args.events / 5).max(1);
-    let baseline = measure(pool, args, 4, 1, baseline_events, Mode::EnqueueThenDrain).await?;
-    println!("\nbaseline, one event per claim (4 workers, {baseline_events} events):\n{baseline}");
+    let baseline_events = args.baseline_events.unwrap_or(args.events / 5);
+    let baseline = if baseline_events > 0 {
+        let run = measure(pool, args, 4, 1, baseline_events, Mode::EnqueueThenDrain).await?;
+        println!("\nbaseline, one event per claim (4 workers, {baseline_events} events):\n{run}");
+        Some(run)
+    } else {
+        None
+    };
     for &workers in &args.workers {
         for mode in [Mode::EnqueueThenDrain, Mode::Streaming] {
             let run = measure(pool, args, workers, args.batch_size, args.events, mode).await?;
             println!("\n{workers} workers, {mode:?}:\n{run}");
-            if mode == Mode::EnqueueThenDrain {
+            if let (Mode::EnqueueThenDrain, Some(baseline)) = (mode, &baseline) {
                 println!(
                     "  drain speed-up over baseline: x{:.1}",
                     run.drain_rate() / baseline.drain_rate()
