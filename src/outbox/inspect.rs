@@ -62,12 +62,18 @@ pub struct ListFilter {
 /// Database errors.
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<EventSummary>, OutboxError> {
     Ok(sqlx::query_as(
-        "SELECT id, flow, entity_key, operation, status, attempts, captured_at, next_attempt_at, \
-                finished_at, last_error, outcome \
-         FROM batisync.outbox \
-         WHERE ($1::text IS NULL OR flow = $1) AND ($2::text IS NULL OR status = $2) \
-           AND ($3::text IS NULL OR entity_key = $3) AND ($4::bigint IS NULL OR id < $4) \
-         ORDER BY id DESC LIMIT $5",
+        "SELECT * FROM ( \
+           SELECT o.id, o.flow, o.entity_key, o.operation, \
+                  CASE WHEN o.status = 'waiting' AND EXISTS ( \
+                           SELECT 1 FROM batisync.queue q WHERE q.flow = o.flow AND q.event_id = o.id) \
+                       THEN 'pending' ELSE o.status END AS status, \
+                  o.attempts, o.captured_at, o.next_attempt_at, o.finished_at, o.last_error, o.outcome \
+           FROM batisync.outbox o \
+           WHERE ($1::text IS NULL OR o.flow = $1) AND ($3::text IS NULL OR o.entity_key = $3) \
+             AND ($4::bigint IS NULL OR o.id < $4) \
+           ORDER BY o.id DESC) e \
+         WHERE $2::text IS NULL OR e.status = $2 \
+         LIMIT $5",
     )
     .bind(&filter.flow)
     .bind(&filter.status)
