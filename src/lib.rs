@@ -14,7 +14,7 @@
 //! Targets and sources: [`batisimply`] (API client and simulator).
 //!
 //! Around them: [`settings`] (typed, layered configuration), [`db`] (pool, migrations),
-//! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`] and [`bench`].
+//! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`] and [`bench`](mod@bench).
 
 pub mod admin;
 pub mod app;

@@ -2,7 +2,7 @@
 //! [`Handler`], then record each outcome.
 //!
 //! A worker is a loop around one testable step, [`Dispatcher::try_dispatch_batch`].
-//! Retryability is decided in one place, [`Dispatcher::decide`], from the handler's
+//! Retryability is decided in one place, `Dispatcher::decide`, from the handler's
 //! [`DispatchError`] and the flow's [`RetryPolicy`].
 
 mod settings;
