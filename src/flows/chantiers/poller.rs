@@ -72,6 +72,7 @@ impl<S: ChangeSource> Poller<S> {
     #[tracing::instrument(skip_all, fields(flow = FLOW, source), err)]
     pub async fn try_poll_once(&mut self) -> Result<PollReport, PollError> {
         let source = self.source.source_name();
+        tracing::Span::current().record("source", source.as_str());
         let mut conn = self.pool.acquire().await?;
         let cursor = load_cursor(&mut conn, &source).await?;
         let batch = self.source.read(cursor.as_ref(), &mut conn).await?;
