@@ -19,7 +19,7 @@
 //!
 //! Around them: [`settings`] (typed, layered configuration), [`db`] (pool, migrations),
 //! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`], [`demo`] (the
-//! pipeline between simulated ends) and [`bench`].
+//! pipeline between simulated ends) and [`bench`](mod@bench).
 
 pub mod admin;
 pub mod app;
