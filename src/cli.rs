@@ -204,7 +204,8 @@ async fn check_batisimply(settings: &Settings) -> bool {
 }
 
 /// `batisync resync chantiers`: forgets the source cursor, so the poller that holds
-/// the lock reads the whole table at its next poll; unchanged projects are skipped.
+/// the lock reads the whole table at its next poll; each project is read back and only
+/// those that differ are written.
 ///
 /// # Errors
 /// When PostgreSQL is unreachable.

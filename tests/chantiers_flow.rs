@@ -443,3 +443,73 @@ async fn two_worker_instances_on_one_database_run_one_poller_and_both_dispatch_w
     sim.shutdown().await;
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_compares_every_project_and_rewrites_only_those_that_differ() {
+    // Arrange
+    let mut h = Harness::new(settings(), Faults::default()).await;
+    h.batigest.seed(1, 10);
+    h.poll().await;
+    h.drain().await;
+    let drifted = h.project("00000003").id;
+    h.sim
+        .edit_project(drifted, &json!({ "comment": "perdu" }))
+        .expect("edit");
+    let writes = |h: &Harness| -> u64 {
+        let routes = h.sim.stats().routes;
+        routes
+            .iter()
+            .filter(|(r, _)| r.starts_with("PUT /api") || r.starts_with("POST /api"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let writes_before = writes(&h);
+    assert_eq!(writes_before, 10);
+
+    // Act
+    let sources = [chantiers::simulated::SIMULATED_SOURCE.to_owned()];
+    let forgotten = chantiers::request_resync(&h.db.pool, &sources)
+        .await
+        .expect("resync");
+    let captured = h.poll().await;
+    let outcome = h.drain().await;
+
+    // Assert
+    assert_eq!((forgotten, captured, outcome.applied), (1, 10, 10));
+    assert_eq!(
+        writes(&h),
+        writes_before + 1,
+        "only the drifted project is written"
+    );
+    let restored = h.project("00000003").data.comment;
+    assert_eq!(restored.as_deref(), Some("Rénovation lot 3"));
+    assert_eq!(h.sim.projects().len(), 10);
+    let outcomes = h.outcomes("00000005").await;
+    let last = outcomes
+        .last()
+        .and_then(|o| o.1.clone())
+        .unwrap_or_default();
+    assert!(last.starts_with("adopted"), "{last}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_session_holds_a_poller_lock_until_it_releases_it() {
+    let db = TestDb::new().await;
+    let key = chantiers::poller::lock_key("simulated:ChantierDef");
+    let first = chantiers::poller::PollerLock::try_acquire(&db.pool, key)
+        .await
+        .expect("lock");
+    let first = first.expect("free lock taken");
+    let second = chantiers::poller::PollerLock::try_acquire(&db.pool, key)
+        .await
+        .expect("lock");
+    assert!(second.is_none(), "held by the first session");
+    assert!(first.is_held().await);
+    first.release().await;
+    let third = chantiers::poller::PollerLock::try_acquire(&db.pool, key)
+        .await
+        .expect("lock");
+    assert!(third.is_some(), "free again after release");
+    db.drop().await;
+}

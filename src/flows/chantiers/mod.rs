@@ -57,8 +57,9 @@ pub fn register<S: ChangeSource>(
 }
 
 /// Makes the next poll read the whole table again (`batisync resync chantiers`): the
-/// cursor and snapshot hashes of `sources` are forgotten. Unchanged projects are then
-/// skipped by the handler (same hash in `links`).
+/// cursor and snapshot hashes of `sources` are forgotten, and so are the hashes of what
+/// was last written, so every project is read back and compared: only the projects
+/// that differ from Batigest are written.
 ///
 /// # Errors
 /// Database errors.
@@ -70,6 +71,10 @@ pub async fn request_resync(pool: &PgPool, sources: &[String]) -> Result<u64, sq
         .await?;
     sqlx::query("DELETE FROM batisync.snapshot_rows WHERE source = ANY($1)")
         .bind(sources)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE batisync.links SET last_hash = NULL WHERE flow = $1")
+        .bind(FLOW)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -278,3 +278,7 @@ async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) {
         () = tokio::time::sleep(delay) => {}
     }
 }
+
+#[cfg(test)]
+#[path = "poller_tests.rs"]
+mod tests;

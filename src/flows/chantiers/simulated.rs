@@ -125,8 +125,12 @@ fn change(key: &str, version: u64, row: Option<SourceRow>, full: bool, now: u64)
             Operation::Delete
         },
         row,
+        // Each snapshot is a new capture (a resync must enqueue every row again).
         version: if full {
-            format!("sim-snapshot:{now}")
+            format!(
+                "sim-snapshot:{now}:{}",
+                chrono::Utc::now().timestamp_micros()
+            )
         } else {
             format!("sim:{version}")
         },
