@@ -17,7 +17,7 @@ use crate::dispatch::{self, DispatchSettings, Handler, Runtime};
 use crate::outbox::Outbox;
 use crate::settings::Settings;
 
-/// Starts one flow's workers once the database is ready.
+/// Starts one flow's workers (or another task) once the database is ready.
 type FlowStarter = Box<dyn FnOnce(&Runtime) + Send>;
 
 /// A built, not yet running, batisync worker. The admin listener is already bound, so
@@ -71,8 +71,26 @@ impl Application {
         self
     }
 
+    /// Registers a long-running task (a flow's poller) started once PostgreSQL is
+    /// ready, supervised and stopped like the rest.
+    pub fn with_task<F, Fut>(mut self, name: &'static str, start: F) -> Self
+    where
+        F: FnOnce(&Runtime) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.flows.push(Box::new(move |rt: &Runtime| {
+            supervise(&rt.tracker, &rt.stop, name, start(rt));
+        }));
+        self
+    }
+
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// The settings the application was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -25,6 +25,14 @@ pub enum Command {
     Migrate,
     /// Run the worker until SIGINT/SIGTERM.
     Run,
+    /// Run the real pipeline between a SIMULATED Batigest and a SIMULATED BatiSimply
+    /// (PostgreSQL is the configured one; `scripts/demo.sh` starts a local cluster).
+    Demo,
+    /// Read a flow's whole source again and send what changed (initial load again).
+    Resync {
+        /// The flow to resynchronise.
+        flow: ResyncFlow,
+    },
     /// Check that everything batisync needs is reachable and current.
     Check,
     /// Backlog per flow and status, oldest pending age, dead letters.
@@ -35,6 +43,13 @@ pub enum Command {
     /// Measure performance (not a test: prints figures).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Flows `batisync resync` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResyncFlow {
+    /// Batigest job sites → BatiSimply projects.
+    Chantiers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +201,29 @@ async fn check_batisimply(settings: &Settings) -> bool {
         }
     }
     report.is_ok()
+}
+
+/// `batisync resync chantiers`: forgets the source cursor, so the poller that holds
+/// the lock reads the whole table at its next poll; each project is read back and only
+/// those that differ are written.
+///
+/// # Errors
+/// When PostgreSQL is unreachable.
+pub async fn resync(settings: &Settings, flow: ResyncFlow) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&settings.postgres).await?;
+    let ResyncFlow::Chantiers = flow;
+    let sources = [
+        crate::flows::chantiers::source::sql_server_source_name(&settings.batigest),
+        crate::flows::chantiers::simulated::SIMULATED_SOURCE.to_owned(),
+    ];
+    let forgotten = crate::flows::chantiers::request_resync(&pool, &sources)
+        .await
+        .context("forgetting the chantiers cursor")?;
+    println!(
+        "relecture complète demandée / full re-read requested ({forgotten} curseur(s) / cursor(s) \
+         forgotten): the running poller enqueues every chantier at its next poll"
+    );
+    Ok(())
 }
 
 /// `batisync status`.

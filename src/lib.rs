@@ -11,10 +11,15 @@
 //! - [`app`] supervises everything under one shutdown signal, with the [`admin`] HTTP
 //!   listener (health, readiness, metrics) and [`maintenance`] (lease rescue, pruning).
 //!
-//! Targets and sources: [`batisimply`] (API client and simulator).
+//! Targets and sources: [`batisimply`] (API client and simulator), [`batigest`] (SQL
+//! Server capture and writes).
+//!
+//! Flows tie them together: [`flows`] (`chantiers`: job sites → projects, with its
+//! poller, mapping, handler and simulated Batigest).
 //!
 //! Around them: [`settings`] (typed, layered configuration), [`db`] (pool, migrations),
-//! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`] and [`bench`](mod@bench).
+//! [`metrics`] (every exported metric), [`telemetry`] (logs), [`cli`], [`demo`] (the
+//! pipeline between simulated ends) and [`bench`](mod@bench).
 
 pub mod admin;
 pub mod app;
@@ -23,7 +28,9 @@ pub mod batisimply;
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod dispatch;
+pub mod flows;
 pub mod maintenance;
 pub mod metrics;
 pub mod outbox;

@@ -33,11 +33,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Resync { flow } => batisync::cli::resync(&settings, flow).await,
+        Command::Demo => {
+            let registry = batisync::metrics::init_prometheus()?;
+            batisync::demo::run(settings, Some(registry), shutdown_on_signals()).await
+        }
         Command::Run => {
             let registry = batisync::metrics::init_prometheus()?;
             let stop = shutdown_on_signals();
-            Application::build(settings, Some(registry))
-                .await?
+            let app = Application::build(settings, Some(registry)).await?;
+            batisync::flows::register_enabled(app)?
                 .run_until_stopped(stop)
                 .await
         }

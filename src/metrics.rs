@@ -35,6 +35,7 @@ pub struct Metrics {
     retried: Counter<u64>,
     dead: Counter<u64>,
     rescued: Counter<u64>,
+    conflicts: Counter<u64>,
     dispatch_duration: Histogram<f64>,
     propagation_latency: Histogram<f64>,
     /// Last backlog snapshot, read by the gauge callbacks at scrape time so that a scrape
@@ -103,6 +104,10 @@ impl Metrics {
             retried: counter("batisync.events.retried", "Failed attempts scheduled again"),
             dead: counter("batisync.events.dead", "Events quarantined as dead letters"),
             rescued: counter("batisync.events.rescued", "Events whose lease expired"),
+            conflicts: counter(
+                "batisync.conflicts",
+                "Latest-modification-wins decisions where both sides had changed",
+            ),
             dispatch_duration: seconds(
                 "batisync.dispatch.duration",
                 "Time a handler took to apply one event",
@@ -143,6 +148,12 @@ impl Metrics {
 
     pub fn rescued(&self, events: u64) {
         self.rescued.add(events, &[]);
+    }
+
+    /// One conflict decided; `winner` is `source` or `target`.
+    pub fn conflict(&self, flow: &str, winner: &'static str) {
+        self.conflicts
+            .add(1, &[flow_attr(flow), KeyValue::new("winner", winner)]);
     }
 
     /// Replaces the backlog snapshot the gauges report.

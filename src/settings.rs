@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::batigest::BatigestSettings;
 use crate::batisimply::BatisimplySettings;
 use crate::dispatch::DispatchSettings;
+use crate::flows::chantiers::ChantiersSettings;
 
 pub use load::{SettingsError, load};
 
@@ -42,6 +43,8 @@ pub struct Settings {
     pub batisimply: BatisimplySettings,
     /// The Batigest dossier on SQL Server: connection and column mapping.
     pub batigest: BatigestSettings,
+    /// Flow `chantiers`: Batigest job sites → BatiSimply projects.
+    pub chantiers: ChantiersSettings,
 }
 
 /// Connection to the batisync PostgreSQL database.
@@ -177,6 +180,7 @@ impl Settings {
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.dispatch.validate("dispatch")?;
         self.batigest.validate("batigest")?;
+        self.chantiers.validate("chantiers")?;
         if self.postgres.max_connections == 0 {
             return Err(SettingsError::invalid(
                 "postgres.max_connections",

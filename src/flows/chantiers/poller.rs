@@ -1,0 +1,284 @@
+//! The poller: reads `ChantierDef` changes every `poll_interval_ms` and stores them in
+//! the outbox with the cursor, in one transaction. Only the process holding the
+//! source's PostgreSQL advisory lock polls; the others only dispatch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::FLOW;
+use super::mapping::payload_of;
+use super::settings::ChantiersSettings;
+use super::source::ChangeSource;
+use crate::batigest::{BatigestError, CaptureBatch, Change, snapshot_store};
+use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
+
+/// Entity key of a row whose code is empty (the outbox refuses an empty key); its
+/// event becomes a dead letter naming the empty code.
+pub const EMPTY_CODE_KEY: &str = "(vide)";
+
+/// Why a poll failed; the poller logs it and tries again at the next interval.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("lecture Batigest / Batigest read: {0}")]
+    Source(#[from] BatigestError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Changes read from the source.
+    pub read: usize,
+    /// Changes left out by the `chantiers.states` filter.
+    pub filtered: usize,
+    /// The whole table was read (first run, resync, cursor too old).
+    pub full_snapshot: bool,
+    /// What the outbox stored.
+    pub captured: CaptureReport,
+}
+
+/// Polls one source into the outbox.
+pub struct Poller<S> {
+    source: S,
+    pool: PgPool,
+    settings: Arc<ChantiersSettings>,
+}
+
+impl<S: ChangeSource> Poller<S> {
+    /// A poller of `source` writing to `pool`'s outbox.
+    pub fn new(source: S, pool: PgPool, settings: Arc<ChantiersSettings>) -> Self {
+        Self {
+            source,
+            pool,
+            settings,
+        }
+    }
+
+    /// One step: reads after the stored cursor, then stores the events, the new cursor
+    /// and the snapshot hashes in one transaction.
+    ///
+    /// # Errors
+    /// Source or database failure; [`OutboxError::CursorConflict`] when another process
+    /// moved the cursor. Nothing is stored on error.
+    #[tracing::instrument(skip_all, fields(flow = FLOW, source), err)]
+    pub async fn try_poll_once(&mut self) -> Result<PollReport, PollError> {
+        let source = self.source.source_name();
+        tracing::Span::current().record("source", source.as_str());
+        let mut conn = self.pool.acquire().await?;
+        let cursor = load_cursor(&mut conn, &source).await?;
+        let batch = self.source.read(cursor.as_ref(), &mut conn).await?;
+        if batch.changes.is_empty() && cursor.as_ref() == Some(&batch.next_cursor) {
+            return Ok(PollReport::default());
+        }
+        let (events, filtered) = to_events(&batch, &self.settings, Utc::now());
+        let mut tx = conn.begin().await?;
+        let advance = CursorAdvance {
+            source: &source,
+            expected: cursor.as_ref(),
+            next: &batch.next_cursor,
+        };
+        let captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
+        if let Some(delta) = &batch.snapshot_delta {
+            snapshot_store::record_hashes(&mut tx, &source, delta).await?;
+        }
+        tx.commit().await?;
+        crate::metrics::get().captured(FLOW, captured.inserted, captured.superseded);
+        let report = PollReport {
+            read: batch.changes.len(),
+            filtered,
+            full_snapshot: batch.full_snapshot,
+            captured,
+        };
+        log_poll(&report);
+        Ok(report)
+    }
+
+    /// Polls every `poll_interval_ms` while this process holds the source's advisory
+    /// lock; waits for the lock otherwise. Returns when `stop` fires.
+    ///
+    /// # Errors
+    /// None so far: failures are logged and retried; the signature leaves room.
+    pub async fn run_until_stopped(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let interval = Duration::from_millis(self.settings.poll_interval_ms);
+        let key = lock_key(&self.source.source_name());
+        while !stop.is_cancelled() {
+            match PollerLock::try_acquire(&self.pool, key).await {
+                Ok(Some(lock)) => {
+                    tracing::info!(
+                        flow = FLOW,
+                        "this process polls Batigest (advisory lock held)"
+                    );
+                    self.poll_while_locked(&lock, interval, &stop).await;
+                    lock.release().await;
+                }
+                Ok(None) => tracing::debug!(flow = FLOW, "another process polls; dispatching only"),
+                Err(error) => tracing::warn!(flow = FLOW, %error, "cannot take the poller lock"),
+            }
+            sleep_or_stop(interval.saturating_mul(2), &stop).await;
+        }
+        Ok(())
+    }
+
+    async fn poll_while_locked(
+        &mut self,
+        lock: &PollerLock,
+        interval: Duration,
+        stop: &CancellationToken,
+    ) {
+        while !stop.is_cancelled() {
+            if let Err(error) = self.try_poll_once().await {
+                tracing::warn!(flow = FLOW, error = %error, "poll failed; trying again at the next interval");
+            }
+            sleep_or_stop(interval, stop).await;
+            if !lock.is_held().await {
+                tracing::warn!(
+                    flow = FLOW,
+                    "lost the poller lock connection; taking it again"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The events of a batch, and how many changes the state filter left out.
+#[must_use]
+pub fn to_events(
+    batch: &CaptureBatch,
+    settings: &ChantiersSettings,
+    now: DateTime<Utc>,
+) -> (Vec<NewEvent>, usize) {
+    let mut events = Vec::with_capacity(batch.changes.len());
+    let mut filtered = 0;
+    for change in batch.changes.iter().filter(|c| !c.own_write) {
+        match to_event(change, now) {
+            Some(event) if selected(&event, settings) => events.push(event),
+            _ => filtered += 1,
+        }
+    }
+    (events, filtered)
+}
+
+fn to_event(change: &Change, now: DateTime<Utc>) -> Option<NewEvent> {
+    let key = if change.key.trim().is_empty() {
+        EMPTY_CODE_KEY
+    } else {
+        change.key.trim()
+    };
+    let payload = match (change.operation, &change.row) {
+        (Operation::Upsert, Some(row)) => payload_of(row),
+        (Operation::Delete, _) => json!({ "code": key }),
+        (Operation::Upsert, None) => return None,
+    };
+    Some(NewEvent {
+        entity_key: key.to_owned(),
+        source_version: change.version.clone(),
+        operation: change.operation,
+        payload,
+        source_modified_at: Some(now),
+    })
+}
+
+/// Deletes and invalid rows always pass (the latter to become dead letters).
+fn selected(event: &NewEvent, settings: &ChantiersSettings) -> bool {
+    if event.operation == Operation::Delete || event.payload.get("invalid").is_some() {
+        return true;
+    }
+    settings.selects(event.payload.get("state").and_then(Value::as_str))
+}
+
+fn log_poll(report: &PollReport) {
+    if report.full_snapshot {
+        tracing::info!(
+            flow = FLOW,
+            read = report.read,
+            captured = report.captured.inserted,
+            filtered = report.filtered,
+            "full read of ChantierDef enqueued (initial load or resync)"
+        );
+    } else if report.captured.inserted > 0 {
+        tracing::debug!(
+            flow = FLOW,
+            captured = report.captured.inserted,
+            "changes captured"
+        );
+    }
+}
+
+async fn load_cursor(conn: &mut PgConnection, source: &str) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT position FROM batisync.cursors WHERE source = $1")
+        .bind(source)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The advisory lock key of a source: the first 8 bytes of a SHA-256 of its name.
+#[must_use]
+pub fn lock_key(source: &str) -> i64 {
+    let digest = Sha256::digest(format!("batisync:poller:{source}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// A session advisory lock on a connection of its own, taken out of the pool: the lock
+/// lives exactly as long as this connection, so a crashed process releases it.
+pub struct PollerLock {
+    /// Locked so that the liveness check and the release do not overlap.
+    conn: tokio::sync::Mutex<PgConnection>,
+    key: i64,
+}
+
+impl PollerLock {
+    /// Takes the lock if no other session holds it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn try_acquire(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
+        let mut conn = pool.acquire().await?.detach();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(locked.then(|| Self {
+            conn: tokio::sync::Mutex::new(conn),
+            key,
+        }))
+    }
+
+    /// Whether the lock's connection is still alive (so the lock still held).
+    pub async fn is_held(&self) -> bool {
+        let mut conn = self.conn.lock().await;
+        sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
+    }
+
+    /// Releases the lock and closes its connection.
+    pub async fn release(self) {
+        let mut conn = self.conn.into_inner();
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+    }
+}
+
+async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+#[cfg(test)]
+#[path = "poller_tests.rs"]
+mod tests;
