@@ -180,10 +180,9 @@ async fn retries_follow_the_exponential_backoff_then_the_event_goes_dead_with_it
         error.contains("target unavailable") && error.contains("3 attempts"),
         "{error}"
     );
-    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM batisync.outbox_failures")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let failures: i64 = db
+        .scalar("SELECT count(*) FROM batisync.outbox_failures")
+        .await;
     assert_eq!(failures, 3);
     db.drop().await;
 }
@@ -279,10 +278,9 @@ async fn a_permanent_error_is_dead_at_once_and_the_other_events_are_delivered() 
             dead: 1
         }
     );
-    let error: String = sqlx::query_scalar("SELECT last_error FROM batisync.dead_letters")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let error: String = db
+        .scalar("SELECT last_error FROM batisync.dead_letters")
+        .await;
     assert_eq!(error, "code too long");
     db.drop().await;
 }
@@ -308,10 +306,7 @@ async fn a_panicking_handler_costs_one_retry_not_the_process() {
     let second = worker.try_dispatch_batch().await.unwrap();
 
     assert_eq!((first.retried, second.applied), (1, 1));
-    let kind: String = sqlx::query_scalar("SELECT kind FROM batisync.outbox_failures")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let kind: String = db.scalar("SELECT kind FROM batisync.outbox_failures").await;
     assert_eq!(kind, "panic");
     db.drop().await;
 }
@@ -344,10 +339,9 @@ async fn a_hanging_handler_is_cut_off_by_its_timeout_and_retried() {
     let second = worker.try_dispatch_batch().await.unwrap();
 
     assert_eq!((first.retried, second.applied), (1, 1));
-    let message: String = sqlx::query_scalar("SELECT message FROM batisync.outbox_failures")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let message: String = db
+        .scalar("SELECT message FROM batisync.outbox_failures")
+        .await;
     assert!(message.contains("100 ms"), "{message}");
     db.drop().await;
 }

@@ -23,10 +23,7 @@ async fn capturing_the_same_change_twice_stores_it_once() {
 
     assert_eq!((first.inserted, first.duplicates), (2, 0));
     assert_eq!((second.inserted, second.duplicates), (0, 2));
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM batisync.outbox")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let total: i64 = db.scalar("SELECT count(*) FROM batisync.outbox").await;
     assert_eq!(total, 2);
     db.drop().await;
 }
@@ -53,10 +50,7 @@ async fn a_failure_in_the_middle_of_a_capture_leaves_neither_rows_nor_a_moved_cu
         "{result:?}"
     );
     assert!(db.status_counts().await.is_empty());
-    let cursors: i64 = sqlx::query_scalar("SELECT count(*) FROM batisync.cursors")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let cursors: i64 = db.scalar("SELECT count(*) FROM batisync.cursors").await;
     assert_eq!(cursors, 0);
     db.drop().await;
 }
@@ -91,11 +85,9 @@ async fn a_cursor_moved_by_someone_else_refuses_the_capture() {
         matches!(result, Err(OutboxError::CursorConflict { .. })),
         "{result:?}"
     );
-    let position: serde_json::Value =
-        sqlx::query_scalar("SELECT position FROM batisync.cursors WHERE source = 's'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let position: serde_json::Value = db
+        .scalar("SELECT position FROM batisync.cursors WHERE source = 's'")
+        .await;
     assert_eq!(position, one);
     assert_eq!(db.status_counts().await, [("waiting".to_string(), 1)]);
     db.drop().await;
@@ -182,10 +174,7 @@ async fn a_claimed_then_abandoned_event_comes_back_after_its_lease() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, claimed[0].id);
     assert_eq!(again[0].attempts, 2, "the abandoned attempt counts");
-    let kind: String = sqlx::query_scalar("SELECT kind FROM batisync.outbox_failures")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let kind: String = db.scalar("SELECT kind FROM batisync.outbox_failures").await;
     assert_eq!(kind, "lease_expired");
     db.drop().await;
 }

@@ -86,6 +86,17 @@ impl TestDb {
         .unwrap()
     }
 
+    /// The single value a query returns (tests only: the SQL is a literal).
+    pub async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn status_of(&self, id: i64) -> String {
         sqlx::query_scalar("SELECT status FROM batisync.outbox WHERE id = $1")
             .bind(id)
