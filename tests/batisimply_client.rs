@@ -144,6 +144,52 @@ async fn pagination_returns_every_project_exactly_once() {
 }
 
 #[tokio::test]
+async fn unknown_codes_share_one_list_refresh_until_the_cache_is_old_or_freshness_is_asked() {
+    // Arrange
+    let sim = start_sim(Faults::default()).await;
+    let seeded = sim.seed_projects(45);
+    let client = client(BatisimplySettings {
+        page_size: 20,
+        ..settings_for(&sim)
+    });
+    let lists = || {
+        sim.stats()
+            .routes
+            .get("GET /api/project")
+            .copied()
+            .unwrap_or(0)
+    };
+
+    // Act
+    let known = client
+        .find_project_by_code(&seeded[0].data.code)
+        .await
+        .expect("find");
+    let after_first = lists();
+    for code in ["NEW1", "NEW2", "NEW3"] {
+        assert!(
+            client
+                .find_project_by_code(code)
+                .await
+                .expect("find")
+                .is_none()
+        );
+    }
+    let after_misses = lists();
+    let fresh = client
+        .find_project_by_code_fresh("NEW4")
+        .await
+        .expect("fresh");
+
+    // Assert
+    assert_eq!(known.map(|p| p.id), Some(seeded[0].id));
+    assert_eq!(after_first, 3, "one refresh: 45 projects in pages of 20");
+    assert_eq!(after_misses, 3, "recent refresh: misses are trusted");
+    assert!(fresh.is_none());
+    assert_eq!(lists(), 6, "a fresh lookup re-reads the list");
+}
+
+#[tokio::test]
 async fn bare_array_answers_are_paginated_like_wrapped_ones() {
     // Arrange: list answers as a bare JSON array.
     let config = SimConfig {

@@ -28,6 +28,9 @@ pub(crate) struct Inner {
     pub(crate) transport: Transport,
     pub(crate) auth: Auth,
     projects_by_code: RwLock<HashMap<String, Project>>,
+    /// When the last full refresh of `projects_by_code` started. The mutex also makes
+    /// concurrent cache misses share one refresh instead of each listing every page.
+    cache_refreshed_at: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// One API call: method, path, query and optional JSON body.
@@ -77,6 +80,7 @@ impl BatisimplyClient {
             transport: Transport::new(&settings)?,
             auth: Auth::new(&settings),
             projects_by_code: RwLock::new(HashMap::new()),
+            cache_refreshed_at: tokio::sync::Mutex::new(None),
             settings,
         };
         Ok(Self {
@@ -199,7 +203,10 @@ impl BatisimplyClient {
         parse_one(&raw.body)
     }
 
-    /// Finds a project by code through a cache, refreshed from the list on a miss.
+    /// Finds a project by code through a cache. On a miss the cache is refreshed from
+    /// the full list, unless a refresh started less than `project_cache_max_age_secs`
+    /// ago: then the miss is trusted (projects this client creates or updates enter the
+    /// cache at once), so a load of new codes does not re-list every page per code.
     ///
     /// # Errors
     /// Errors of [`Self::list_projects`] when the cache must be refreshed.
@@ -208,11 +215,50 @@ impl BatisimplyClient {
         &self,
         code: &str,
     ) -> Result<Option<Project>, BatisimplyError> {
-        if let Some(found) = self.inner.projects_by_code.read().await.get(code) {
-            return Ok(Some(found.clone()));
+        let max_age =
+            std::time::Duration::from_secs(self.inner.settings.project_cache_max_age_secs);
+        self.find_in_cache_or_list(code, |refreshed| refreshed.elapsed() < max_age)
+            .await
+    }
+
+    /// Like [`Self::find_project_by_code`], but a miss always re-reads the list, unless
+    /// a refresh started after this call did (for "duplicate code" answers).
+    ///
+    /// # Errors
+    /// Errors of [`Self::list_projects`].
+    #[tracing::instrument(skip_all, fields(code = code), err)]
+    pub async fn find_project_by_code_fresh(
+        &self,
+        code: &str,
+    ) -> Result<Option<Project>, BatisimplyError> {
+        let asked = std::time::Instant::now();
+        self.find_in_cache_or_list(code, |refreshed| refreshed >= asked)
+            .await
+    }
+
+    async fn find_in_cache_or_list(
+        &self,
+        code: &str,
+        recent_enough: impl Fn(std::time::Instant) -> bool,
+    ) -> Result<Option<Project>, BatisimplyError> {
+        if let Some(found) = self.cached(code).await {
+            return Ok(Some(found));
         }
+        let mut refreshed_at = self.inner.cache_refreshed_at.lock().await;
+        if let Some(found) = self.cached(code).await {
+            return Ok(Some(found));
+        }
+        if refreshed_at.is_some_and(&recent_enough) {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
         let listing = self.list_projects().await?;
+        *refreshed_at = Some(started);
         Ok(listing.records.into_iter().find(|p| p.data.code == code))
+    }
+
+    async fn cached(&self, code: &str) -> Option<Project> {
+        self.inner.projects_by_code.read().await.get(code).cloned()
     }
 
     /// Creates a project and returns it as stored.

@@ -56,6 +56,9 @@ pub struct BatisimplySettings {
     pub token_renew_margin_secs: u64,
     /// Page size of paginated lists (capped at 2000).
     pub page_size: u32,
+    /// A project code missing from the cache triggers a re-read of the whole project
+    /// list at most this often, in seconds (new codes are then created directly).
+    pub project_cache_max_age_secs: u64,
     /// Largest time-slot window requested at once, in days.
     pub timeslot_max_window_days: u32,
     /// Name of the query parameter filtering time slots by modification
@@ -85,6 +88,7 @@ impl Default for BatisimplySettings {
             retry_cap_ms: 30_000,
             token_renew_margin_secs: 30,
             page_size: 200,
+            project_cache_max_age_secs: 60,
             timeslot_max_window_days: 31,
             timeslot_modified_since_param: None,
         }

@@ -144,7 +144,7 @@ impl ChantiersHandler {
             Err(BatisimplyError::Permanent { status, message })
                 if is_duplicate(status, &message) =>
             {
-                let existing = self.client.find_project_by_code(code).await;
+                let existing = self.client.find_project_by_code_fresh(code).await;
                 let Some(existing) = existing.map_err(|e| api_error(code, e))? else {
                     return Err(DispatchError::Transient(format!(
                         "chantier {code:?}: BatiSimply dit le code en double mais ne le liste pas / \
