@@ -203,6 +203,41 @@ impl SqlServerLedger {
     }
 }
 
+/// One ledger operation, so both share the retry loop.
+#[derive(Clone, Copy)]
+enum LedgerOp<'a> {
+    Write(&'a SlotWrite),
+    Remove(&'a SlotRemoval),
+}
+
+impl SqlServerLedger {
+    /// Runs `op` in its own transaction on a lent connection; a lost connection (or
+    /// another transient failure) retries it on a new one, up to `max_attempts`.
+    async fn run_with_retry(&self, op: LedgerOp<'_>) -> Result<WriteReport, LedgerError> {
+        let what = match op {
+            LedgerOp::Write(_) => "ledger write",
+            LedgerOp::Remove(_) => "ledger removal",
+        };
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                let mut conn = self.pool.get().await?;
+                let report = match op {
+                    LedgerOp::Write(write) => self.write_once(conn.client(), write).await?,
+                    LedgerOp::Remove(removal) => self.remove_once(conn.client(), removal).await?,
+                };
+                conn.release();
+                Ok(report)
+            }
+            .await;
+            match result {
+                Err(e) if self.pool.should_retry(what, &mut attempt, &e).await => {}
+                other => return other.map_err(LedgerError::Server),
+            }
+        }
+    }
+}
+
 impl LedgerWriter for SqlServerLedger {
     #[tracing::instrument(skip_all, fields(slot = %write.slot_id), err)]
     async fn apply(&self, write: &SlotWrite) -> Result<WriteReport, LedgerError> {
@@ -211,46 +246,12 @@ impl LedgerWriter for SqlServerLedger {
             .key
             .validate(self.limits)
             .map_err(|m| invalid(&write.slot_id, m))?;
-        let mut attempt = 1;
-        loop {
-            let result = async {
-                let mut conn = self.pool.get().await?;
-                let report = self.write_once(conn.client(), write).await?;
-                conn.release();
-                Ok(report)
-            }
-            .await;
-            match result {
-                Err(e)
-                    if self
-                        .pool
-                        .should_retry("ledger write", &mut attempt, &e)
-                        .await => {}
-                other => return other.map_err(LedgerError::Server),
-            }
-        }
+        self.run_with_retry(LedgerOp::Write(write)).await
     }
 
     #[tracing::instrument(skip_all, fields(slot = %removal.slot_id), err)]
     async fn remove(&self, removal: &SlotRemoval) -> Result<WriteReport, LedgerError> {
-        let mut attempt = 1;
-        loop {
-            let result = async {
-                let mut conn = self.pool.get().await?;
-                let report = self.remove_once(conn.client(), removal).await?;
-                conn.release();
-                Ok(report)
-            }
-            .await;
-            match result {
-                Err(e)
-                    if self
-                        .pool
-                        .should_retry("ledger removal", &mut attempt, &e)
-                        .await => {}
-                other => return other.map_err(LedgerError::Server),
-            }
-        }
+        self.run_with_retry(LedgerOp::Remove(removal)).await
     }
 }
 
