@@ -232,6 +232,7 @@ pub async fn resync(settings: &Settings, flow: ResyncFlow) -> anyhow::Result<()>
 /// When PostgreSQL is unreachable.
 pub async fn status(settings: &Settings) -> anyhow::Result<()> {
     let pool = crate::db::connect(&settings.postgres).await?;
+    print_loads(&crate::outbox::loads::latest(&pool).await?);
     let lines = inspect::backlog(&pool).await?;
     if lines.is_empty() {
         println!("Rien en attente, aucune lettre morte / nothing waiting, no dead letters.");
@@ -261,6 +262,31 @@ pub async fn status(settings: &Settings) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Running loads first, with done/total, rate and ETA; then the last finished one of
+/// each other flow.
+fn print_loads(loads: &[crate::outbox::loads::LoadProgress]) {
+    for load in loads.iter().filter(|l| l.is_running()) {
+        println!(
+            "chargement complet en cours / full load running  {:<12} {}",
+            load.flow,
+            load.summary()
+        );
+    }
+    for load in loads.iter().filter(|l| !l.is_running()) {
+        let finished = load
+            .finished_at
+            .map_or_else(String::new, |at| at.format("%Y-%m-%d %H:%M:%S").to_string());
+        println!(
+            "dernier chargement / last full load  {:<12} {} (fini / finished {finished})",
+            load.flow,
+            load.summary()
+        );
+    }
+    if !loads.is_empty() {
+        println!();
+    }
 }
 
 fn format_age(seconds: u64) -> String {

@@ -26,6 +26,22 @@ pub struct BacklogRow {
     pub oldest_age_seconds: f64,
 }
 
+/// The latest full load of a flow (initial load or resync), refreshed by the
+/// maintenance task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadRow {
+    pub flow: String,
+    pub total: i64,
+    /// Delivered or superseded.
+    pub done: i64,
+    pub dead: i64,
+    pub running: bool,
+    /// Events finished per second (recent while running, average once finished).
+    pub rate_per_s: f64,
+    /// Seconds left at the current rate, while running and moving.
+    pub eta_seconds: Option<f64>,
+}
+
 /// The instruments.
 #[derive(Debug)]
 pub struct Metrics {
@@ -41,6 +57,8 @@ pub struct Metrics {
     /// Last backlog snapshot, read by the gauge callbacks at scrape time so that a scrape
     /// never queries the database. Written by the maintenance task only.
     backlog: Arc<Mutex<Vec<BacklogRow>>>,
+    /// Last load snapshot, same arrangement as `backlog`.
+    loads: Arc<Mutex<Vec<LoadRow>>>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -80,6 +98,8 @@ impl Metrics {
     fn new(meter: &Meter) -> Self {
         let backlog: Arc<Mutex<Vec<BacklogRow>>> = Arc::default();
         register_backlog_gauges(meter, &backlog);
+        let loads: Arc<Mutex<Vec<LoadRow>>> = Arc::default();
+        register_load_gauges(meter, &loads);
         let counter = |name: &'static str, description: &'static str| {
             meter
                 .u64_counter(name)
@@ -117,6 +137,7 @@ impl Metrics {
                 "Time from capture to successful delivery",
             ),
             backlog,
+            loads,
         }
     }
 
@@ -160,6 +181,11 @@ impl Metrics {
     pub fn set_backlog(&self, rows: Vec<BacklogRow>) {
         *self.backlog.lock().unwrap_or_else(PoisonError::into_inner) = rows;
     }
+
+    /// Replaces the load snapshot the gauges report.
+    pub fn set_loads(&self, rows: Vec<LoadRow>) {
+        *self.loads.lock().unwrap_or_else(PoisonError::into_inner) = rows;
+    }
 }
 
 fn flow_attr(flow: &str) -> KeyValue {
@@ -191,6 +217,69 @@ fn register_backlog_gauges(meter: &Meter, backlog: &Arc<Mutex<Vec<BacklogRow>>>)
             let rows = rows.lock().unwrap_or_else(PoisonError::into_inner);
             for row in rows.iter().filter(|r| r.status == "pending") {
                 observer.observe(row.oldest_age_seconds, &[flow_attr(&row.flow)]);
+            }
+        })
+        .build();
+}
+
+fn register_load_gauges(meter: &Meter, loads: &Arc<Mutex<Vec<LoadRow>>>) {
+    let counts: [(&'static str, &'static str, fn(&LoadRow) -> i64); 4] = [
+        (
+            "batisync.load.total",
+            "Events of the latest full load (initial load or resync) per flow",
+            |r| r.total,
+        ),
+        (
+            "batisync.load.done",
+            "Events of the latest full load delivered or superseded",
+            |r| r.done,
+        ),
+        (
+            "batisync.load.dead",
+            "Events of the latest full load quarantined as dead letters",
+            |r| r.dead,
+        ),
+        (
+            "batisync.load.running",
+            "1 while the latest full load of the flow is being delivered",
+            |r| i64::from(r.running),
+        ),
+    ];
+    for (name, description, value) in counts {
+        let rows = loads.clone();
+        meter
+            .i64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |observer| {
+                let rows = rows.lock().unwrap_or_else(PoisonError::into_inner);
+                for row in rows.iter() {
+                    observer.observe(value(row), &[flow_attr(&row.flow)]);
+                }
+            })
+            .build();
+    }
+    let rows = loads.clone();
+    meter
+        .f64_observable_gauge("batisync.load.rate")
+        .with_description("Events of the latest full load finished per second")
+        .with_callback(move |observer| {
+            let rows = rows.lock().unwrap_or_else(PoisonError::into_inner);
+            for row in rows.iter() {
+                observer.observe(row.rate_per_s, &[flow_attr(&row.flow)]);
+            }
+        })
+        .build();
+    let rows = loads.clone();
+    meter
+        .f64_observable_gauge("batisync.load.eta")
+        .with_description("Estimated time left of the running full load")
+        .with_unit("s")
+        .with_callback(move |observer| {
+            let rows = rows.lock().unwrap_or_else(PoisonError::into_inner);
+            for row in rows.iter().filter(|r| r.running) {
+                if let Some(eta) = row.eta_seconds {
+                    observer.observe(eta, &[flow_attr(&row.flow)]);
+                }
             }
         })
         .build();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use batisync::app::Application;
 use batisync::dispatch::DispatchSettings;
+use batisync::outbox::{capture, loads};
 use common::handler::{Behavior, Recorder};
 use common::{TestDb, event};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,9 @@ async fn a_running_worker_delivers_and_reports_health_readiness_and_metrics() {
     let db = TestDb::new().await;
     let registry = batisync::metrics::init_prometheus().unwrap();
     let handler = Arc::new(Recorder::always(Behavior::Apply));
-    let app = Application::build(db.app_settings(), Some(registry))
+    let mut settings = db.app_settings();
+    settings.outbox.maintenance_interval_ms = 100;
+    let app = Application::build(settings, Some(registry))
         .await
         .unwrap()
         .with_flow("chantiers", handler.clone(), DispatchSettings::default());
@@ -32,15 +35,18 @@ async fn a_running_worker_delivers_and_reports_health_readiness_and_metrics() {
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run_until_stopped(stop.clone()));
 
-    db.outbox()
-        .capture(
-            "chantiers",
-            &[event("A", 1), event("B", 1), event("C", 1)],
-            None,
-            false,
-        )
+    // Captured as a full load, as a poller reading a whole table does.
+    let mut tx = db.pool.begin().await.unwrap();
+    let mark = loads::event_mark(&mut tx).await.unwrap();
+    let events = [event("A", 1), event("B", 1), event("C", 1)];
+    capture(&mut tx, "chantiers", &events, None, false)
         .await
         .unwrap();
+    let load = loads::record(&mut tx, "chantiers", "test:table", mark)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(load.total, 3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while handler.applied.load(Ordering::SeqCst) < 3 {
         assert!(
@@ -50,6 +56,12 @@ async fn a_running_worker_delivers_and_reports_health_readiness_and_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // the acks land
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while loads::latest(&db.pool).await.unwrap()[0].is_running() {
+        assert!(tokio::time::Instant::now() < deadline, "load not finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the gauges refresh
 
     let (health, _) = get(&format!("{base}/healthz")).await;
     let (ready, ready_body) = get(&format!("{base}/readyz")).await;
@@ -67,6 +79,14 @@ async fn a_running_worker_delivers_and_reports_health_readiness_and_metrics() {
         metrics.contains("batisync_propagation_latency_seconds_bucket"),
         "{metrics}"
     );
+    for line in [
+        "batisync_load_total{flow=\"chantiers\",otel_scope_name=\"batisync\"} 3",
+        "batisync_load_done{flow=\"chantiers\",otel_scope_name=\"batisync\"} 3",
+        "batisync_load_dead{flow=\"chantiers\",otel_scope_name=\"batisync\"} 0",
+        "batisync_load_running{flow=\"chantiers\",otel_scope_name=\"batisync\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     assert_eq!(db.status_counts().await, [("done".to_string(), 3)]);
     db.drop().await;
 }

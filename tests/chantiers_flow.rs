@@ -15,6 +15,7 @@ use batisync::batisimply::BatisimplyClient;
 use batisync::batisimply::sim::{Faults, SimHandle, Simulator};
 use batisync::dispatch::Handler;
 use batisync::flows::chantiers::{self, ChantiersSettings, FLOW, OnDelete, SimulatedBatigest};
+use batisync::outbox::loads;
 use common::TestDb;
 use harness::Harness;
 use serde_json::json;
@@ -512,4 +513,116 @@ async fn only_one_session_holds_a_poller_lock_until_it_releases_it() {
         .expect("lock");
     assert!(third.is_some(), "free again after release");
     db.drop().await;
+}
+
+async fn latest_load(h: &Harness) -> loads::LoadProgress {
+    let latest = loads::latest(&h.db.pool).await.expect("loads");
+    assert_eq!(latest.len(), 1, "one flow, one latest load: {latest:?}");
+    latest.into_iter().next().expect("a load")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_load_reports_done_over_total_with_a_rate_and_finishes_when_all_is_delivered() {
+    // Arrange: one request will be refused (422), so one event goes dead.
+    let mut h = Harness::new(settings(), Faults::default()).await;
+    h.client.authenticate().await.expect("token");
+    h.batigest.seed(1, 40);
+
+    // Act
+    let report = h.poller.try_poll_once().await.expect("poll");
+    let before = latest_load(&h).await;
+    h.sim.update_faults(|f| f.fail_next = vec![422]);
+    let first = h.dispatcher.try_dispatch_batch().await.expect("dispatch");
+    let midway = latest_load(&h).await;
+    let unfinished = loads::finish_completed(&h.db.pool).await.expect("finish");
+    h.drain().await;
+    let finished = loads::finish_completed(&h.db.pool).await.expect("finish");
+    let after = latest_load(&h).await;
+
+    // Assert
+    assert!(report.full_snapshot);
+    let load = report.load.expect("a full snapshot records a load");
+    assert_eq!(load.total, 40);
+    assert_eq!(
+        (
+            before.id,
+            before.total,
+            before.done,
+            before.dead,
+            before.rate_per_s
+        ),
+        (load.id, 40, 0, 0, None)
+    );
+    assert!(before.is_running());
+    assert_eq!((first.claimed, first.applied, first.dead), (32, 31, 1));
+    assert_eq!((midway.done, midway.dead, midway.remaining()), (31, 1, 8));
+    let rate = midway.rate_per_s.expect("a rate once events are delivered");
+    assert!(rate >= 31.0 / 60.0, "{rate}");
+    let eta = midway.eta.expect("an ETA while running");
+    assert!(
+        (eta.as_secs_f64() - 8.0 / rate).abs() < 0.01,
+        "{eta:?} at {rate}/s"
+    );
+    assert!(unfinished.is_empty(), "8 events are still open");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        (finished[0].id, finished[0].done, finished[0].dead),
+        (load.id, 39, 1)
+    );
+    assert!(!after.is_running());
+    assert_eq!(
+        (after.total, after.done, after.dead, after.eta),
+        (40, 39, 1, None)
+    );
+    let again = loads::finish_completed(&h.db.pool).await.expect("finish");
+    assert!(again.is_empty(), "a load finishes once");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_is_a_new_load_whose_superseded_events_count_as_done_and_edits_are_not_loads() {
+    // Arrange: the first load, delivered; then an edit (not a load).
+    let mut h = Harness::new(settings(), Faults::default()).await;
+    h.batigest.seed(1, 5);
+    let first = h.poller.try_poll_once().await.expect("poll").load;
+    h.drain().await;
+    h.batigest
+        .edit("00000001", role::LABEL, Cell::Text("v2".into()));
+    let edit = h.poller.try_poll_once().await.expect("poll");
+    // A claimed, unacknowledged event of 00000002 keeps that key busy.
+    let busy = h.db.outbox();
+    h.batigest
+        .edit("00000002", role::LABEL, Cell::Text("v2".into()));
+    h.poller.try_poll_once().await.expect("poll");
+    let claimed = busy
+        .claim(FLOW, "slow-worker", 100, Duration::from_secs(60))
+        .await
+        .expect("claim");
+
+    // Act: resync (every key again, 00000002's event waits behind the claimed one),
+    // then 00000002 is edited again, superseding the load's waiting event.
+    let sources = [chantiers::simulated::SIMULATED_SOURCE.to_owned()];
+    chantiers::request_resync(&h.db.pool, &sources)
+        .await
+        .expect("resync");
+    let resync = h.poller.try_poll_once().await.expect("poll");
+    h.batigest
+        .edit("00000002", role::LABEL, Cell::Text("v3".into()));
+    h.poller.try_poll_once().await.expect("poll");
+    let progress = latest_load(&h).await;
+
+    // Assert
+    assert!(first.is_some());
+    assert_eq!((edit.full_snapshot, edit.load), (false, None));
+    assert_eq!(claimed.len(), 2, "00000001 and 00000002 were claimed");
+    let load = resync.load.expect("a resync records a load");
+    assert_ne!(Some(load.id), first.map(|l| l.id));
+    assert_eq!((load.total, progress.id), (5, load.id));
+    assert_eq!(
+        (progress.done, progress.dead, progress.remaining()),
+        (1, 0, 4),
+        "the superseded event counts as done"
+    );
+    assert!(progress.is_running());
+    h.finish().await;
 }

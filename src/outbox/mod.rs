@@ -13,10 +13,12 @@
 //! Outbox rows are inserted once and then only updated in place (no index covers a
 //! column that changes), which keeps status changes cheap. The SQL lives in `store`
 //! (capture, claim), `record` (outcomes) and `upkeep` (rescue, re-drive, pruning); the
-//! pure retry arithmetic in [`backoff`].
+//! pure retry arithmetic in [`backoff`]. [`loads`] records full snapshots (initial load,
+//! resync) and computes their progress from the outbox.
 
 pub mod backoff;
 pub mod inspect;
+pub mod loads;
 pub mod notify;
 mod record;
 mod store;

@@ -16,6 +16,7 @@ use super::mapping::payload_of;
 use super::settings::ChantiersSettings;
 use super::source::ChangeSource;
 use crate::batigest::{BatigestError, CaptureBatch, Change, snapshot_store};
+use crate::outbox::loads::{self, LoadStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
 
 /// Entity key of a row whose code is empty (the outbox refuses an empty key); its
@@ -44,6 +45,8 @@ pub struct PollReport {
     pub full_snapshot: bool,
     /// What the outbox stored.
     pub captured: CaptureReport,
+    /// The load recorded with a full snapshot (its progress: [`loads::latest`]).
+    pub load: Option<LoadStarted>,
 }
 
 /// Polls one source into the outbox.
@@ -86,10 +89,20 @@ impl<S: ChangeSource> Poller<S> {
             expected: cursor.as_ref(),
             next: &batch.next_cursor,
         };
+        // A full snapshot is a load: its events are those stored after this mark.
+        let mark = if batch.full_snapshot {
+            Some(loads::event_mark(&mut tx).await?)
+        } else {
+            None
+        };
         let captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
         if let Some(delta) = &batch.snapshot_delta {
             snapshot_store::record_hashes(&mut tx, &source, delta).await?;
         }
+        let load = match mark {
+            Some(mark) => Some(loads::record(&mut tx, FLOW, &source, mark).await?),
+            None => None,
+        };
         tx.commit().await?;
         crate::metrics::get().captured(FLOW, captured.inserted, captured.superseded);
         let report = PollReport {
@@ -97,6 +110,7 @@ impl<S: ChangeSource> Poller<S> {
             filtered,
             full_snapshot: batch.full_snapshot,
             captured,
+            load,
         };
         log_poll(&report);
         Ok(report)
@@ -203,6 +217,7 @@ fn log_poll(report: &PollReport) {
             read = report.read,
             captured = report.captured.inserted,
             filtered = report.filtered,
+            load_id = report.load.map(|l| l.id),
             "full read of ChantierDef enqueued (initial load or resync)"
         );
     } else if report.captured.inserted > 0 {
