@@ -1,5 +1,6 @@
 //! `batisync bench outbox`: throughput and latency of the outbox engine, measured in a
-//! scratch database that is dropped afterwards.
+//! scratch database that is dropped afterwards (`bench chantiers`, the whole flow, is
+//! in [`crate::flows::chantiers::bench`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -357,7 +358,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyhow::Result<PgPool> {
+pub(crate) async fn create_scratch(
+    admin: &PgPool,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<PgPool> {
     drop_scratch(admin, name).await;
     // Identifiers cannot be bound as parameters; `name` is built from our own pid.
     let create = format!("CREATE DATABASE \"{name}\"");
@@ -375,7 +380,7 @@ async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyh
     Ok(pool)
 }
 
-async fn drop_scratch(admin: &PgPool, name: &str) {
+pub(crate) async fn drop_scratch(admin: &PgPool, name: &str) {
     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
     if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await {
         eprintln!("could not drop scratch database {name}: {error}");

@@ -86,6 +86,9 @@ pub enum BenchCommand {
     Outbox(crate::bench::OutboxBenchArgs),
     /// BatiSimply client throughput and rate-limit accuracy against the simulator.
     Batisimply,
+    /// The chantiers flow end to end: propagation latency at a steady rate of changes,
+    /// initial load under the rate limit and without it (scratch databases).
+    Chantiers(crate::flows::chantiers::bench::ChantiersBenchArgs),
 }
 
 /// `batisync migrate`.

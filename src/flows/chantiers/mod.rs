@@ -7,8 +7,9 @@
 //! - [`mapping`]: pure chantier → project mapping and payload validation;
 //! - [`handler`]: the idempotent dispatcher handler (links, create-or-update,
 //!   latest modification wins, delete → archive); [`store`]: its `links`/`conflicts` SQL;
-//! - [`settings`]: the `[chantiers]` section.
+//! - [`settings`]: the `[chantiers]` section; [`bench`]: `batisync bench chantiers`.
 
+pub mod bench;
 pub mod handler;
 pub mod mapping;
 pub mod poller;
