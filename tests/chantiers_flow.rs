@@ -412,12 +412,19 @@ async fn two_worker_instances_on_one_database_run_one_poller_and_both_dispatch_w
     // Act
     batigest.seed(1, 300);
     let mut polled_locks = 0;
+    // The poller's lock only (migrations take an advisory lock of their own): a bigint
+    // key shows in pg_locks as classid (high half) and objid (low half).
+    let key = chantiers::poller::lock_key(chantiers::simulated::SIMULATED_SOURCE);
+    let (high, low) = (key >> 32 & 0xffff_ffff, key & 0xffff_ffff);
     while sim.projects().len() < 300 || polled_locks == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         polled_locks = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 1",
         )
+        .bind(high)
+        .bind(low)
         .fetch_one(&db.pool)
         .await
         .expect("locks");
@@ -526,7 +533,7 @@ async fn the_initial_load_reports_done_over_total_with_a_rate_and_finishes_when_
     // Arrange: one request will be refused (422), so one event goes dead.
     let mut h = Harness::new(settings(), Faults::default()).await;
     h.client.authenticate().await.expect("token");
-    h.batigest.seed(1, 40);
+    h.batigest.seed(1, 100);
 
     // Act
     let report = h.poller.try_poll_once().await.expect("poll");
@@ -542,37 +549,39 @@ async fn the_initial_load_reports_done_over_total_with_a_rate_and_finishes_when_
     // Assert
     assert!(report.full_snapshot);
     let load = report.load.expect("a full snapshot records a load");
-    assert_eq!(load.total, 40);
+    assert_eq!(load.total, 100);
     assert_eq!(
-        (
-            before.id,
-            before.total,
-            before.done,
-            before.dead,
-            before.rate_per_s
-        ),
-        (load.id, 40, 0, 0, None)
+        (before.id, before.total, before.done, before.dead),
+        (load.id, 100, 0, 0)
     );
+    assert_eq!((before.rate_per_s, before.eta), (None, None));
     assert!(before.is_running());
-    assert_eq!((first.claimed, first.applied, first.dead), (32, 31, 1));
-    assert_eq!((midway.done, midway.dead, midway.remaining()), (31, 1, 8));
+    // (Part of the batch may be retried when the machine is slow: count what happened.)
+    let (applied, dead) = (first.applied as i64, first.dead as i64);
+    assert_eq!((first.claimed, dead), (32, 1));
+    assert!(applied > 0, "{first:?}");
+    assert_eq!(
+        (midway.done, midway.dead, midway.remaining()),
+        (applied, 1, 100 - applied - 1)
+    );
     let rate = midway.rate_per_s.expect("a rate once events are delivered");
-    assert!(rate >= 31.0 / 60.0, "{rate}");
+    assert!(rate >= applied as f64 / 60.0, "{rate}");
     let eta = midway.eta.expect("an ETA while running");
+    let expected = midway.remaining() as f64 / rate;
     assert!(
-        (eta.as_secs_f64() - 8.0 / rate).abs() < 0.01,
+        (eta.as_secs_f64() - expected).abs() < 0.01,
         "{eta:?} at {rate}/s"
     );
-    assert!(unfinished.is_empty(), "8 events are still open");
+    assert!(unfinished.is_empty(), "events are still open");
     assert_eq!(finished.len(), 1);
     assert_eq!(
         (finished[0].id, finished[0].done, finished[0].dead),
-        (load.id, 39, 1)
+        (load.id, 99, 1)
     );
     assert!(!after.is_running());
     assert_eq!(
         (after.total, after.done, after.dead, after.eta),
-        (40, 39, 1, None)
+        (100, 99, 1, None)
     );
     let again = loads::finish_completed(&h.db.pool).await.expect("finish");
     assert!(again.is_empty(), "a load finishes once");
