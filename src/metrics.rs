@@ -222,8 +222,11 @@ fn register_backlog_gauges(meter: &Meter, backlog: &Arc<Mutex<Vec<BacklogRow>>>)
         .build();
 }
 
+/// A whole-number load gauge: name, description, and the value it reads from a row.
+type LoadCount = (&'static str, &'static str, fn(&LoadRow) -> i64);
+
 fn register_load_gauges(meter: &Meter, loads: &Arc<Mutex<Vec<LoadRow>>>) {
-    let counts: [(&'static str, &'static str, fn(&LoadRow) -> i64); 4] = [
+    let counts: [LoadCount; 4] = [
         (
             "batisync.load.total",
             "Events of the latest full load (initial load or resync) per flow",
