@@ -224,7 +224,8 @@ pub async fn resync(settings: &Settings, flow: ResyncFlow) -> anyhow::Result<()>
         .context("forgetting the chantiers cursor")?;
     println!(
         "relecture complète demandée / full re-read requested ({forgotten} curseur(s) / cursor(s) \
-         forgotten): the running poller enqueues every chantier at its next poll"
+         forgotten): the running poller enqueues every chantier at its next poll; \
+         `batisync status` shows the load's progress"
     );
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! - [`mapping`]: pure chantier → project mapping and payload validation;
 //! - [`handler`]: the idempotent dispatcher handler (links, create-or-update,
 //!   latest modification wins, delete → archive); [`store`]: its `links`/`conflicts` SQL;
-//! - [`settings`]: the `[chantiers]` section; [`bench`]: `batisync bench chantiers`.
+//! - [`settings`]: the `[chantiers]` section; [`bench`](mod@bench): `batisync bench chantiers`.
 
 pub mod bench;
 pub mod handler;
