@@ -126,8 +126,8 @@ impl<L: LedgerWriter + 'static> Harness<L> {
             end: start + Span::hours(4),
             minutes: 240,
             status: "VALIDATED".into(),
-            packed_lunch: n % 2 == 0,
-            journey: n % 3 == 0,
+            packed_lunch: n.is_multiple_of(2),
+            journey: n.is_multiple_of(3),
         }
     }
 
