@@ -139,7 +139,10 @@ async fn a_thousand_validated_slots_become_a_thousand_rows_with_codes_local_time
             .unwrap_or_else(|| panic!("row for {key:?}"));
         assert_eq!(values.hours, Hours::from_minutes(240));
         assert_eq!(values.hours.to_decimal_string(), "4.0000");
-        assert_eq!((values.meal, values.journey), (n.is_multiple_of(2), n.is_multiple_of(3)));
+        assert_eq!(
+            (values.meal, values.journey),
+            (n.is_multiple_of(2), n.is_multiple_of(3))
+        );
     }
     h.finish().await;
 }
@@ -477,5 +480,113 @@ async fn two_slots_on_one_suivimo_key_are_reported_not_overwritten() {
     assert!(error.contains(&first), "names the other slot: {error}");
     assert_eq!(h.rows().len(), 1);
     assert_eq!(h.rows()[0].values.hours, Hours::from_minutes(240));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_modified_since_query_only_changes_are_read_and_a_sweep_finds_deletes() {
+    // Arrange
+    let memory = std::sync::Arc::new(batisync::batigest::ledger::MemoryLedger::new(
+        batisync::batigest::ledger::LedgerLimits::default(),
+    ));
+    // No overlap margin here, so the modified-since answer holds exactly the changes.
+    let no_overlap = HeuresSettings {
+        overlap_secs: 0,
+        ..settings()
+    };
+    let mut h = Harness::build(no_overlap, Faults::default(), memory, Some("modifiedSince")).await;
+    let ids: Vec<String> = (0..20)
+        .map(|i| h.sim.insert_slot(&h.slot(i % 10, i % 5, recent(i as i64))))
+        .collect();
+    // The query is sent at second precision: let the inserts fall in an earlier second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let first = h.poll().await;
+    h.drain().await;
+
+    // Act: one slot corrected, one deleted.
+    h.sim
+        .update_slot(&ids[0], |s| s.minutes = 200)
+        .expect("edit");
+    h.sim.delete_slot(&ids[1]).expect("delete");
+    let incremental = h.poll().await;
+    h.drain().await;
+    sqlx::query(
+        "UPDATE batisync.cursors SET position = jsonb_set(position, '{swept_at}', '\"2000-01-01T00:00:00Z\"')
+         WHERE source = 'batisimply:timeSlots'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .expect("make the sweep due");
+    let sweep = h.poll().await;
+    h.drain().await;
+
+    // Assert
+    assert!(first.window_read);
+    assert_eq!((first.read, first.changed), (20, 20));
+    assert!(!incremental.window_read);
+    assert_eq!(
+        (incremental.read, incremental.changed, incremental.vanished),
+        (1, 1, 0)
+    );
+    assert!(sweep.window_read);
+    assert_eq!((sweep.read, sweep.changed, sweep.vanished), (19, 0, 1));
+    let rows = h.ledger.rows();
+    assert_eq!(rows.len(), 19);
+    assert!(
+        rows.iter()
+            .any(|r| r.values.hours == Hours::from_minutes(200))
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_without_code_is_a_dead_letter_until_its_chantier_is_known() {
+    // Arrange: one slot on a project sent without projectCode but readable from the
+    // API, one on a project BatiSimply does not know.
+    let mut h = Harness::new(settings(), Faults::default()).await;
+    let mut readable = h.slot(0, 2, recent(0));
+    readable.project_code = None;
+    let mut unknown = h.slot(1, 0, recent(1));
+    (unknown.project_id, unknown.project_code) = (999, None);
+    let readable_id = h.sim.insert_slot(&readable);
+    let unknown_id = h.sim.insert_slot(&unknown);
+    h.poll().await;
+    let first = h.drain().await;
+    let error = h.outcomes(&unknown_id).await[0]
+        .2
+        .clone()
+        .unwrap_or_default();
+
+    // Act: the chantiers flow links project 999 to chantier CH999; next re-drive pass.
+    sqlx::query(
+        "INSERT INTO batisync.links (flow, source_key, target_id) VALUES ('chantiers', 'CH999', '999')",
+    )
+    .execute(&h.db.pool)
+    .await
+    .expect("link");
+    h.directory.refresh().await.expect("refresh");
+    h.poller.refresh_and_redrive().await;
+    let second = h.drain().await;
+
+    // Assert
+    assert_eq!((first.applied, first.dead), (1, 1));
+    assert!(
+        error.starts_with(batisync::flows::heures::handler::UNKNOWN_CHANTIER),
+        "{error}"
+    );
+    assert!(
+        error.contains("999") && error.contains("projectCode"),
+        "{error}"
+    );
+    assert_eq!((second.applied, second.dead), (1, 0));
+    let codes: HashSet<String> = h.rows().into_iter().map(|r| r.key.chantier).collect();
+    let expected: HashSet<String> = [h.projects[2].data.code.clone(), "CH999".to_owned()].into();
+    assert_eq!(codes, expected);
+    assert!(
+        h.outcomes(&readable_id).await[0]
+            .1
+            .as_deref()
+            .is_some_and(|o| o.contains("inserted"))
+    );
     h.finish().await;
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batisync::batigest::ledger::{LedgerLimits, LedgerRow, LedgerWriter, MemoryLedger};
-use batisync::batisimply::sim::{Faults, SimHandle, Simulator, SlotSpec};
-use batisync::batisimply::{BatisimplyClient, Project};
+use batisync::batisimply::sim::{Faults, SimConfig, SimHandle, Simulator, SlotSpec};
+use batisync::batisimply::{BatisimplyClient, BatisimplySettings, Project};
 use batisync::dispatch::{BatchOutcome, Dispatcher};
 use batisync::flows::heures::{
     self, EmployeeDirectory, FLOW, HeuresHandler, HeuresSettings, PollReport, Poller,
@@ -69,14 +69,33 @@ impl Harness<MemoryLedger> {
 
 impl<L: LedgerWriter + 'static> Harness<L> {
     pub async fn with_ledger(settings: HeuresSettings, faults: Faults, ledger: Arc<L>) -> Self {
+        Self::build(settings, faults, ledger, None).await
+    }
+
+    /// `modified_since`: the query parameter both the simulator and the client use.
+    pub async fn build(
+        settings: HeuresSettings,
+        faults: Faults,
+        ledger: Arc<L>,
+        modified_since: Option<&str>,
+    ) -> Self {
         let db = TestDb::new().await;
+        let config = SimConfig {
+            modified_since_param: modified_since.map(str::to_owned),
+            ..SimConfig::default()
+        };
         let sim = Simulator::builder()
+            .config(config)
             .faults(faults)
             .spawn("127.0.0.1:0")
             .await
             .expect("simulator starts");
         let projects = sim.seed_projects(5);
-        let client = BatisimplyClient::new(client_settings(&sim)).expect("client");
+        let client = BatisimplyClient::new(BatisimplySettings {
+            timeslot_modified_since_param: modified_since.map(str::to_owned),
+            ..client_settings(&sim)
+        })
+        .expect("client");
         let employees: Employees = Arc::new(SimulatedEmployees::new());
         for n in 0..10 {
             employees.set(&employee(n), Some(&user(n)));

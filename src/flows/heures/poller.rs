@@ -83,8 +83,8 @@ pub struct Poller<E> {
     outbox: Outbox,
     settings: Arc<HeuresSettings>,
     employees: Arc<EmployeeDirectory<E>>,
-    /// The employee map the last re-drive pass used.
-    redriven_with: Option<Arc<EmployeeMap>>,
+    /// The employee map the last re-drive pass used, and when it ran.
+    redriven_with: Option<(Arc<EmployeeMap>, std::time::Instant)>,
 }
 
 impl<E: EmployeeSource> Poller<E> {
@@ -251,8 +251,9 @@ impl<E: EmployeeSource> Poller<E> {
         Ok((events, rows, vanished))
     }
 
-    /// Reads the employee map again when due and, when it changed, re-drives the dead
-    /// letters it resolves (also run by [`Self::run_until_stopped`] after each poll).
+    /// Reads the employee map again when due and, when it changed (or at least every
+    /// `employee_refresh_secs`, for chantier codes), re-drives the dead letters whose
+    /// missing link now exists (run by [`Self::run_until_stopped`] after each poll).
     pub async fn refresh_and_redrive(&mut self) {
         let map = match self.employees.get().await {
             Ok(map) => map,
@@ -261,15 +262,16 @@ impl<E: EmployeeSource> Poller<E> {
                 return;
             }
         };
+        let every = Duration::from_secs(self.settings.employee_refresh_secs);
         if self
             .redriven_with
             .as_ref()
-            .is_some_and(|previous| Arc::ptr_eq(previous, &map))
+            .is_some_and(|(previous, at)| Arc::ptr_eq(previous, &map) && at.elapsed() < every)
         {
             return;
         }
         match redrive_resolved(&self.outbox, &map, &self.client).await {
-            Ok(_) => self.redriven_with = Some(map),
+            Ok(_) => self.redriven_with = Some((map, std::time::Instant::now())),
             Err(error) => tracing::warn!(flow = FLOW, %error, "automatic re-drive failed"),
         }
     }
