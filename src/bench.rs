@@ -345,7 +345,7 @@ async fn measure_pickup(pool: &PgPool, samples: usize) -> anyhow::Result<Vec<Dur
     Ok(latencies)
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -353,11 +353,11 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyhow::Result<PgPool> {
+pub(crate) async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyhow::Result<PgPool> {
     drop_scratch(admin, name).await;
     // Identifiers cannot be bound as parameters; `name` is built from our own pid.
     let create = format!("CREATE DATABASE \"{name}\"");
@@ -375,7 +375,7 @@ async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyh
     Ok(pool)
 }
 
-async fn drop_scratch(admin: &PgPool, name: &str) {
+pub(crate) async fn drop_scratch(admin: &PgPool, name: &str) {
     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
     if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await {
         eprintln!("could not drop scratch database {name}: {error}");

@@ -88,6 +88,8 @@ pub enum BenchCommand {
     Outbox(crate::bench::OutboxBenchArgs),
     /// BatiSimply client throughput and rate-limit accuracy against the simulator.
     Batisimply,
+    /// Flow heures: catch-up rate, idle poll cost, validation → ledger latency.
+    Heures(crate::flows::heures::bench::HeuresBenchArgs),
 }
 
 /// `batisync migrate`.

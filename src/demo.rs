@@ -228,7 +228,7 @@ impl FieldWorkers {
             }
             self.act(tick);
             if tick % 10 == 0 {
-                tracing::info!(rows = self.ledger.rows().len(), "SIMULATED SuiviMO ledger");
+                tracing::info!(rows = self.ledger.len(), "SIMULATED SuiviMO ledger");
             }
         }
         Ok(())

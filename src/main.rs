@@ -33,6 +33,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Bench(BenchCommand::Heures(args)) => {
+            batisync::flows::heures::bench::run(&settings, &args).await
+        }
         Command::Resync { flow } => batisync::cli::resync(&settings, flow).await,
         Command::Demo => {
             let registry = batisync::metrics::init_prometheus()?;

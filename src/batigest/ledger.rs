@@ -357,6 +357,18 @@ impl MemoryLedger {
         self.lock().clone()
     }
 
+    /// Number of rows.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// No row at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Simulates a Batigest user adding, editing (same key) or deleting (`None`) a row.
     pub fn edit_as_batigest_user(&self, key: &LedgerKey, values: Option<LedgerValues>) {
         let mut rows = self.lock();

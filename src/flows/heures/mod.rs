@@ -12,6 +12,7 @@
 //! - [`settings`]: the `[heures]` section.
 
 pub mod batigest;
+pub mod bench;
 pub mod handler;
 pub mod poller;
 pub mod redrive;
