@@ -357,7 +357,11 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub(crate) async fn create_scratch(admin: &PgPool, settings: &Settings, name: &str) -> anyhow::Result<PgPool> {
+pub(crate) async fn create_scratch(
+    admin: &PgPool,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<PgPool> {
     drop_scratch(admin, name).await;
     // Identifiers cannot be bound as parameters; `name` is built from our own pid.
     let create = format!("CREATE DATABASE \"{name}\"");

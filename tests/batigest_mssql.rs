@@ -9,10 +9,10 @@
 //! The snapshot-diff tests also need the test PostgreSQL of `tests/common`; the one about
 //! recording hashes needs only PostgreSQL and always runs.
 
-mod common;
 #[path = "common/chantiers.rs"]
 #[allow(dead_code)]
 mod chantiers;
+mod common;
 #[path = "common/heures.rs"]
 #[allow(dead_code)]
 mod heures_harness;
@@ -851,20 +851,25 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
         .duration_trunc(chrono::Duration::minutes(1))
         .expect("minute");
     let ids: Vec<String> = (0..40)
-        .map(|i| h.sim.insert_slot(&h.slot(i % 10, i % 5, start + chrono::Duration::hours(i as i64))))
+        .map(|i| {
+            h.sim
+                .insert_slot(&h.slot(i % 10, i % 5, start + chrono::Duration::hours(i as i64)))
+        })
         .collect();
     let count = "SELECT COUNT(*) FROM dbo.SuiviMO";
 
     // 40 validated slots → 40 rows, even with a crash between the write and the ack.
     h.poll().await;
-    let claimed = h
-        .db
-        .outbox()
-        .claim(FLOW, "crashed-worker", 10, Duration::from_millis(50))
-        .await
-        .expect("claim");
+    let claimed =
+        h.db.outbox()
+            .claim(FLOW, "crashed-worker", 10, Duration::from_millis(50))
+            .await
+            .expect("claim");
     for event in &claimed {
-        h.handler.apply(event).await.expect("applied before the crash");
+        h.handler
+            .apply(event)
+            .await
+            .expect("applied before the crash");
     }
     sqlx::query("DELETE FROM batisync.links WHERE flow = $1")
         .bind(FLOW)
@@ -889,15 +894,17 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
     assert_eq!(server.scalar(count).await, 39);
 
     // A Batigest edit of slot 2's row survives a re-read of an unchanged slot.
-    let link: serde_json::Value = sqlx::query_scalar(
-        "SELECT state FROM batisync.links WHERE flow = $1 AND source_key = $2",
-    )
-    .bind(FLOW)
-    .bind(&ids[2])
-    .fetch_one(&h.db.pool)
-    .await
-    .expect("link");
-    let code = link["key"]["employee"].as_str().expect("employee").to_owned();
+    let link: serde_json::Value =
+        sqlx::query_scalar("SELECT state FROM batisync.links WHERE flow = $1 AND source_key = $2")
+            .bind(FLOW)
+            .bind(&ids[2])
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("link");
+    let code = link["key"]["employee"]
+        .as_str()
+        .expect("employee")
+        .to_owned();
     server
         .exec(&format!(
             "UPDATE dbo.SuiviMO SET NbH0 = 1.5 WHERE CodeSalarie = '{code}' AND [Date] = (SELECT MIN([Date]) FROM dbo.SuiviMO WHERE CodeSalarie = '{code}')"
@@ -915,7 +922,9 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
         1
     );
     assert_eq!(server.scalar(count).await, 39);
-    let conflicts: i64 = h.db.scalar("SELECT count(*) FROM batisync.conflicts WHERE winner = 'target'").await;
+    let conflicts: i64 =
+        h.db.scalar("SELECT count(*) FROM batisync.conflicts WHERE winner = 'target'")
+            .await;
     assert!(conflicts >= 1);
     h.finish().await;
     server.drop().await;

@@ -181,7 +181,10 @@ impl Bench {
         let rt = self.engine(settings, args.workers)?;
         let deadline = Instant::now() + Duration::from_secs(900);
         while self.ledger.len() < args.slots {
-            anyhow::ensure!(Instant::now() < deadline, "catch-up did not finish in 15 minutes");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "catch-up did not finish in 15 minutes"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let total = started.elapsed();
@@ -209,7 +212,10 @@ impl Bench {
         for _ in 0..args.idle_polls.max(1) {
             let cost = Cost::start(&self.sim);
             let report = poller.try_poll_once().await?;
-            anyhow::ensure!(report.captured.inserted == 0, "an idle poll captured events");
+            anyhow::ensure!(
+                report.captured.inserted == 0,
+                "an idle poll captured events"
+            );
             polls.push((cost.stop(&self.sim), report.read));
             // Baseline: the same window read without comparing anything.
             let cost = Cost::start(&self.sim);
@@ -252,7 +258,8 @@ impl Bench {
             poll_interval_ms: interval,
             ..(**settings).clone()
         });
-        let validations = usize::try_from(args.latency_secs * 1000 / args.validate_every_ms.max(1))?;
+        let validations =
+            usize::try_from(args.latency_secs * 1000 / args.validate_every_ms.max(1))?;
         // Pending slots on the minute, each on its own key (tomorrow onwards: apart from
         // the catch-up's past slots), waiting for a manager.
         let first = (Utc::now() + TimeDelta::days(1)).duration_trunc(TimeDelta::minutes(1))?;
@@ -261,7 +268,10 @@ impl Bench {
             let start = first + TimeDelta::minutes(7) * i32::try_from(n)?;
             let spec = self.spec(n, start, "PENDING");
             let local = local_minute(start, chrono_tz::Europe::Paris, settings.minute_rounding);
-            pending.push((self.sim.insert_slot(&spec), (format!("SAL{:03}", n % EMPLOYEES), local)));
+            pending.push((
+                self.sim.insert_slot(&spec),
+                (format!("SAL{:03}", n % EMPLOYEES), local),
+            ));
         }
         let rt = self.engine(&settings, args.workers)?;
         let poller = self.poller(&settings);
@@ -273,11 +283,14 @@ impl Bench {
         let every = Duration::from_millis(args.validate_every_ms.max(1));
         let mut next = Instant::now();
         let mut queue = pending.into_iter();
-        let deadline = Instant::now() + Duration::from_secs(args.latency_secs) + Duration::from_millis(3 * interval + 5_000);
+        let deadline = Instant::now()
+            + Duration::from_secs(args.latency_secs)
+            + Duration::from_millis(3 * interval + 5_000);
         while Instant::now() < deadline && (arrived.len() < validations) {
             if Instant::now() >= next {
                 if let Some((id, key)) = queue.next() {
-                    self.sim.update_slot(&id, |s| s.status = "VALIDATED".to_owned())?;
+                    self.sim
+                        .update_slot(&id, |s| s.status = "VALIDATED".to_owned())?;
                     validated_at.insert(key, Instant::now());
                 }
                 next += every;
@@ -348,10 +361,7 @@ impl Cost {
 
     fn mean(samples: &[(Measured, usize)]) -> Measured {
         let n = samples.len().max(1) as f64;
-        let cpu: Option<f64> = samples
-            .iter()
-            .map(|(m, _)| m.cpu_ms)
-            .sum::<Option<f64>>();
+        let cpu: Option<f64> = samples.iter().map(|(m, _)| m.cpu_ms).sum::<Option<f64>>();
         Measured {
             wall_ms: samples.iter().map(|(m, _)| m.wall_ms).sum::<f64>() / n,
             cpu_ms: cpu.map(|c| c / n),
