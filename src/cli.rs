@@ -50,6 +50,8 @@ pub enum Command {
 pub enum ResyncFlow {
     /// Batigest job sites → BatiSimply projects.
     Chantiers,
+    /// Validated BatiSimply time slots → Batigest SuiviMO.
+    Heures,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +91,8 @@ pub enum BenchCommand {
     /// The chantiers flow end to end: propagation latency at a steady rate of changes,
     /// initial load under the rate limit and without it (scratch databases).
     Chantiers(crate::flows::chantiers::bench::ChantiersBenchArgs),
+    /// Flow heures: catch-up rate, idle poll cost, validation → ledger latency.
+    Heures(crate::flows::heures::bench::HeuresBenchArgs),
 }
 
 /// `batisync migrate`.
@@ -206,26 +210,35 @@ async fn check_batisimply(settings: &Settings) -> bool {
     report.is_ok()
 }
 
-/// `batisync resync chantiers`: forgets the source cursor, so the poller that holds
-/// the lock reads the whole table at its next poll; each project is read back and only
-/// those that differ are written.
+/// `batisync resync chantiers|heures`: forgets the source cursor (and capture hashes),
+/// so the poller that holds the lock reads everything again at its next poll; each
+/// target is compared and only what differs is written.
 ///
 /// # Errors
 /// When PostgreSQL is unreachable.
 pub async fn resync(settings: &Settings, flow: ResyncFlow) -> anyhow::Result<()> {
     let pool = crate::db::connect(&settings.postgres).await?;
-    let ResyncFlow::Chantiers = flow;
-    let sources = [
-        crate::flows::chantiers::source::sql_server_source_name(&settings.batigest),
-        crate::flows::chantiers::simulated::SIMULATED_SOURCE.to_owned(),
-    ];
-    let forgotten = crate::flows::chantiers::request_resync(&pool, &sources)
-        .await
-        .context("forgetting the chantiers cursor")?;
+    let (forgotten, what) = match flow {
+        ResyncFlow::Chantiers => {
+            let sources = [
+                crate::flows::chantiers::source::sql_server_source_name(&settings.batigest),
+                crate::flows::chantiers::simulated::SIMULATED_SOURCE.to_owned(),
+            ];
+            let forgotten = crate::flows::chantiers::request_resync(&pool, &sources)
+                .await
+                .context("forgetting the chantiers cursor")?;
+            (forgotten, "every chantier")
+        }
+        ResyncFlow::Heures => {
+            let forgotten = crate::flows::heures::request_resync(&pool)
+                .await
+                .context("forgetting the time-slot cursor")?;
+            (forgotten, "every time slot of the watched window")
+        }
+    };
     println!(
         "relecture complète demandée / full re-read requested ({forgotten} curseur(s) / cursor(s) \
-         forgotten): the running poller enqueues every chantier at its next poll; \
-         `batisync status` shows the load's progress"
+         forgotten): the running poller enqueues {what} at its next poll"
     );
     Ok(())
 }

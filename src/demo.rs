@@ -2,9 +2,13 @@
 //!
 //! The BatiSimply simulator runs in-process; a simulated Batigest (in memory, clearly
 //! labelled) is seeded with job sites and keeps creating, editing and deleting some
-//! through the same capture interface as the real source. PostgreSQL is the real one
-//! the settings point at (`scripts/demo.sh` starts a local cluster).
+//! through the same capture interface as the real source. Simulated field workers enter
+//! time slots in the simulator, managers validate them, and the heures flow writes them
+//! to a simulated `SuiviMO` ledger (in memory, behind the same writer interface as SQL
+//! Server). PostgreSQL is the real one the settings point at (`scripts/demo.sh` starts a
+//! local cluster).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,16 +16,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
 use crate::batigest::Cell;
+use crate::batigest::ledger::{LedgerLimits, MemoryLedger};
 use crate::batigest::spec::chantier_role as role;
-use crate::batisimply::sim::Simulator;
+use crate::batisimply::sim::{SimHandle, Simulator, SlotSpec};
 use crate::batisimply::{BatisimplyClient, BatisimplySettings};
 use crate::flows::chantiers::{self, SimulatedBatigest, simulated};
+use crate::flows::heures::{self, SimulatedEmployees};
 use crate::settings::Settings;
 
 /// Job sites the simulated Batigest starts with.
 const SEED_CHANTIERS: usize = 200;
 /// Time between two simulated Batigest edits.
 const EDIT_EVERY: Duration = Duration::from_secs(2);
+/// Time between two simulated field-app actions (a slot entered, validated, corrected).
+const FIELD_EVERY: Duration = Duration::from_secs(3);
+/// Field workers; the last one has no `Salarie.codebs` until the office fills it.
+const WORKERS: usize = 6;
+/// When the office fills the missing `codebs` (its slots then arrive by themselves).
+const CODEBS_FILLED_AFTER: Duration = Duration::from_secs(120);
+/// The demo polls time slots more often than the default, to be lively.
+const DEMO_HEURES_POLL_MS: u64 = 5_000;
 
 /// Client settings matching the simulator's default credentials.
 #[must_use]
@@ -50,21 +64,50 @@ pub async fn run(
         .spawn("127.0.0.1:0")
         .await
         .context("starting the BatiSimply simulator")?;
+    let sim = Arc::new(sim);
     settings.batisimply = simulator_settings(&sim.base_url);
     settings.chantiers.enabled = true;
+    settings.heures.enabled = true;
+    settings.heures.poll_interval_ms = DEMO_HEURES_POLL_MS;
     let client = BatisimplyClient::new(settings.batisimply.clone())?;
     let batigest = SimulatedBatigest::new();
     batigest.seed(1, SEED_CHANTIERS);
-    let (flow, dispatch) = (settings.chantiers.clone(), settings.dispatch.clone());
+    let employees = Arc::new(SimulatedEmployees::new());
+    for n in 0..WORKERS - 1 {
+        employees.set(&employee_code(n), Some(&worker_id(n)));
+    }
+    employees.set(&employee_code(WORKERS - 1), None);
+    let ledger = Arc::new(MemoryLedger::new(LedgerLimits::default()));
+    let dispatch = settings.dispatch.clone();
+    let (chantiers_settings, heures_settings) =
+        (settings.chantiers.clone(), settings.heures.clone());
     let app = Application::build(settings, registry).await?;
+    forget_previous_demo_slots(app.pool()).await?;
     print_guide(&app, &sim.base_url)?;
     let driver = batigest.clone();
-    let app = chantiers::register(app, &flow, &dispatch, client, batigest)
-        .with_task("simulated Batigest edits", move |rt| {
-            edit_until_stopped(driver, rt.stop.clone())
+    let app = chantiers::register(
+        app,
+        &chantiers_settings,
+        &dispatch,
+        client.clone(),
+        batigest,
+    )
+    .with_task("simulated Batigest edits", move |rt| {
+        edit_until_stopped(driver, rt.stop.clone())
+    });
+    let field = FieldWorkers {
+        sim: sim.clone(),
+        employees: employees.clone(),
+        ledger: ledger.clone(),
+    };
+    let app = heures::register(app, &heures_settings, &dispatch, client, ledger, employees)?
+        .with_task("simulated field workers", move |rt| {
+            field.work_until_stopped(rt.stop.clone())
         });
     let result = app.run_until_stopped(stop).await;
-    sim.shutdown().await;
+    if let Ok(sim) = Arc::try_unwrap(sim) {
+        sim.shutdown().await;
+    }
     result
 }
 
@@ -77,9 +120,19 @@ fn print_guide(app: &Application, sim_url: &str) -> anyhow::Result<()> {
     );
     println!("  santé / health    http://{admin}/healthz  /readyz  /metrics");
     println!("  projets / projects {sim_url}/__admin/projects   stats: {sim_url}/__admin/stats");
+    println!(
+        "  {WORKERS} field workers enter a time slot every {} s; managers validate them;",
+        FIELD_EVERY.as_secs()
+    );
+    println!(
+        "  the last worker has no Salarie.codebs until {} s (dead letters, then re-driven)",
+        CODEBS_FILLED_AFTER.as_secs()
+    );
+    println!("  créneaux / slots  {sim_url}/__admin/slots   SuiviMO SIMULÉ: see the log lines");
     println!("  état / status     batisync status   (same BATISYNC__POSTGRES__* variables)");
     println!("  SQL  SELECT * FROM batisync.backlog;  SELECT * FROM batisync.dead_letters;");
     println!("       SELECT * FROM batisync.links WHERE flow = 'chantiers' LIMIT 20;");
+    println!("       SELECT source_key, target_id FROM batisync.links WHERE flow = 'heures';");
     println!("       SELECT * FROM batisync.conflicts ORDER BY decided_at DESC LIMIT 20;");
     println!("  Ctrl-C arrête proprement / stops cleanly");
     Ok(())
@@ -117,4 +170,141 @@ async fn edit_until_stopped(
         }
     }
     Ok(())
+}
+
+/// Both simulated ends start empty on every run (slot ids start again at 1), so what
+/// the heures flow remembers of a previous demo run is forgotten first.
+async fn forget_previous_demo_slots(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM batisync.links WHERE flow = $1")
+        .bind(heures::FLOW)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM batisync.slot_captures")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM batisync.cursors WHERE source = $1")
+        .bind(heures::poller::SOURCE)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit()
+        .await
+        .context("forgetting the previous demo's time slots")
+}
+
+fn worker_id(n: usize) -> String {
+    format!("00000000-0000-4000-9000-{n:012}")
+}
+
+fn employee_code(n: usize) -> String {
+    format!("SAL{n:03}")
+}
+
+/// SIMULATED field app users: workers enter slots, managers validate, correct,
+/// un-validate or delete some; the office fills a missing `codebs` after a while.
+struct FieldWorkers {
+    sim: Arc<SimHandle>,
+    employees: Arc<SimulatedEmployees>,
+    ledger: Arc<MemoryLedger>,
+}
+
+impl FieldWorkers {
+    async fn work_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut codebs_filled = false;
+        for tick in 1_u64.. {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(FIELD_EVERY) => {}
+            }
+            if !codebs_filled && started.elapsed() >= CODEBS_FILLED_AFTER {
+                let n = WORKERS - 1;
+                self.employees.set(&employee_code(n), Some(&worker_id(n)));
+                tracing::info!(
+                    employee = employee_code(n),
+                    "SIMULATED Batigest: Salarie.codebs filled by the office"
+                );
+                codebs_filled = true;
+            }
+            self.act(tick);
+            if tick % 10 == 0 {
+                tracing::info!(rows = self.ledger.len(), "SIMULATED SuiviMO ledger");
+            }
+        }
+        Ok(())
+    }
+
+    fn act(&self, tick: u64) {
+        let slots = self.sim.slots();
+        let pending: Vec<_> = slots
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .is_none_or(|st| st.as_str() != "VALIDATED")
+            })
+            .collect();
+        let validated: Vec<_> = slots
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|st| st.as_str() == "VALIDATED")
+            })
+            .collect();
+        match tick % 12 {
+            0 if !validated.is_empty() => {
+                let slot = validated[fastrand::usize(..validated.len())];
+                if self.sim.delete_slot(&slot.id).is_ok() {
+                    tracing::info!(slot = %slot.id, "SIMULATED field app: validated slot deleted");
+                }
+            }
+            6 if !validated.is_empty() => {
+                let slot = validated[fastrand::usize(..validated.len())];
+                let corrected = self.sim.update_slot(&slot.id, |s| {
+                    s.minutes = s.minutes.saturating_sub(30).max(30)
+                });
+                if corrected.is_ok() {
+                    tracing::info!(slot = %slot.id, "SIMULATED field app: validated slot corrected (-30 min)");
+                }
+            }
+            n if n % 2 == 1 && !pending.is_empty() => {
+                let slot = pending[fastrand::usize(..pending.len())];
+                if self.sim.validate_slot(&slot.id).is_ok() {
+                    tracing::info!(slot = %slot.id, "SIMULATED field app: slot validated by a manager");
+                }
+            }
+            _ => self.enter_slot(tick),
+        }
+    }
+
+    fn enter_slot(&self, tick: u64) {
+        let projects = self.sim.projects();
+        if projects.is_empty() {
+            return;
+        }
+        let project = &projects[fastrand::usize(..projects.len())];
+        let worker = fastrand::usize(..WORKERS);
+        // A morning in the last two weeks, at a minute that differs per tick.
+        let day = chrono::Utc::now().date_naive() - chrono::Days::new(fastrand::u64(0..14));
+        let Some(start) = day.and_hms_opt(6, 0, 0).map(|t| {
+            t.and_utc() + chrono::TimeDelta::minutes(i64::try_from(tick % 600).unwrap_or(0))
+        }) else {
+            return;
+        };
+        let minutes = 60 * fastrand::u32(2..=8);
+        let spec = SlotSpec {
+            user_id: worker_id(worker),
+            project_id: project.id,
+            project_code: Some(project.data.code.clone()),
+            start,
+            end: start + chrono::TimeDelta::minutes(i64::from(minutes)),
+            minutes,
+            status: "PENDING".to_owned(),
+            packed_lunch: fastrand::bool(),
+            journey: fastrand::bool(),
+        };
+        let id = self.sim.insert_slot(&spec);
+        tracing::info!(slot = %id, worker = employee_code(worker), code = %project.data.code, "SIMULATED field app: slot entered");
+    }
 }

@@ -36,6 +36,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Chantiers(args)) => {
             batisync::flows::chantiers::bench::run(&settings, &args).await
         }
+        Command::Bench(BenchCommand::Heures(args)) => {
+            batisync::flows::heures::bench::run(&settings, &args).await
+        }
         Command::Resync { flow } => batisync::cli::resync(&settings, flow).await,
         Command::Demo => {
             let registry = batisync::metrics::init_prometheus()?;

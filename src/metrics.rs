@@ -51,6 +51,7 @@ pub struct Metrics {
     retried: Counter<u64>,
     dead: Counter<u64>,
     rescued: Counter<u64>,
+    rejected: Counter<u64>,
     conflicts: Counter<u64>,
     dispatch_duration: Histogram<f64>,
     propagation_latency: Histogram<f64>,
@@ -124,6 +125,10 @@ impl Metrics {
             retried: counter("batisync.events.retried", "Failed attempts scheduled again"),
             dead: counter("batisync.events.dead", "Events quarantined as dead letters"),
             rescued: counter("batisync.events.rescued", "Events whose lease expired"),
+            rejected: counter(
+                "batisync.records.rejected",
+                "Source records that could not be read (reported, not captured)",
+            ),
             conflicts: counter(
                 "batisync.conflicts",
                 "Latest-modification-wins decisions where both sides had changed",
@@ -169,6 +174,11 @@ impl Metrics {
 
     pub fn rescued(&self, events: u64) {
         self.rescued.add(events, &[]);
+    }
+
+    /// Records of a source read that could not be read.
+    pub fn rejected(&self, flow: &str, records: u64) {
+        self.rejected.add(records, &[flow_attr(flow)]);
     }
 
     /// One conflict decided; `winner` is `source` or `target`.

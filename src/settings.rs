@@ -22,6 +22,7 @@ use crate::batigest::BatigestSettings;
 use crate::batisimply::BatisimplySettings;
 use crate::dispatch::DispatchSettings;
 use crate::flows::chantiers::ChantiersSettings;
+use crate::flows::heures::HeuresSettings;
 
 pub use load::{SettingsError, load};
 
@@ -45,6 +46,8 @@ pub struct Settings {
     pub batigest: BatigestSettings,
     /// Flow `chantiers`: Batigest job sites → BatiSimply projects.
     pub chantiers: ChantiersSettings,
+    /// Flow `heures`: validated BatiSimply time slots → Batigest `SuiviMO`.
+    pub heures: HeuresSettings,
 }
 
 /// Connection to the batisync PostgreSQL database.
@@ -181,6 +184,7 @@ impl Settings {
         self.dispatch.validate("dispatch")?;
         self.batigest.validate("batigest")?;
         self.chantiers.validate("chantiers")?;
+        self.heures.validate("heures")?;
         if self.postgres.max_connections == 0 {
             return Err(SettingsError::invalid(
                 "postgres.max_connections",

@@ -9,7 +9,13 @@
 //! The snapshot-diff tests also need the test PostgreSQL of `tests/common`; the one about
 //! recording hashes needs only PostgreSQL and always runs.
 
+#[path = "common/chantiers.rs"]
+#[allow(dead_code)]
+mod chantiers;
 mod common;
+#[path = "common/heures.rs"]
+#[allow(dead_code)]
+mod heures_harness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +37,7 @@ use batisync::batigest::{
 };
 use batisync::outbox::Operation;
 use chrono::NaiveDate;
+use common::TestDb;
 
 const SCHEMA_SQL: &str = include_str!("../sql/mssql/batigest_test_schema.sql");
 const ENABLE_CT_SQL: &str = include_str!("../sql/mssql/enable_change_tracking.sql");
@@ -820,4 +827,105 @@ async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
 
 fn server_master(url: &str) -> BatigestSettings {
     settings_from_ado(url, "master")
+}
+
+/// The heures flow end to end with the real `SuiviMO` writer: simulator → poller →
+/// outbox → dispatcher → SQL Server, including a move, an un-validation, a crash before
+/// the ack and a Batigest edit kept by latest modification wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
+    use batisync::batisimply::sim::Faults;
+    use batisync::dispatch::Handler;
+    use batisync::flows::heures::FLOW;
+    use batisync::flows::heures::batigest::SqlServerSuiviMo;
+    use chrono::{DurationRound, Utc};
+
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    let pool = Arc::new(Pool::new(server.settings.clone()));
+    let ledger = Arc::new(SqlServerSuiviMo::new(pool));
+    let mut h =
+        heures_harness::Harness::with_ledger(heures_harness::settings(), Faults::default(), ledger)
+            .await;
+    let start = (Utc::now() - chrono::Duration::days(3))
+        .duration_trunc(chrono::Duration::minutes(1))
+        .expect("minute");
+    let ids: Vec<String> = (0..40)
+        .map(|i| {
+            h.sim
+                .insert_slot(&h.slot(i % 10, i % 5, start + chrono::Duration::hours(i as i64)))
+        })
+        .collect();
+    let count = "SELECT COUNT(*) FROM dbo.SuiviMO";
+
+    // 40 validated slots → 40 rows, even with a crash between the write and the ack.
+    h.poll().await;
+    let claimed =
+        h.db.outbox()
+            .claim(FLOW, "crashed-worker", 10, Duration::from_millis(50))
+            .await
+            .expect("claim");
+    for event in &claimed {
+        h.handler
+            .apply(event)
+            .await
+            .expect("applied before the crash");
+    }
+    sqlx::query("DELETE FROM batisync.links WHERE flow = $1")
+        .bind(FLOW)
+        .execute(&h.db.pool)
+        .await
+        .expect("forget links");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.db.outbox().rescue_expired().await.expect("rescue");
+    let outcome = h.drain().await;
+    assert_eq!((outcome.applied, outcome.dead), (40, 0));
+    assert_eq!(server.scalar(count).await, 40);
+
+    // A move (2 hours later) and an un-validation.
+    h.sim
+        .update_slot(&ids[0], |s| s.start += chrono::Duration::hours(100))
+        .expect("move");
+    h.sim
+        .update_slot(&ids[1], |s| s.status = "PENDING".into())
+        .expect("unvalidate");
+    h.poll().await;
+    h.drain().await;
+    assert_eq!(server.scalar(count).await, 39);
+
+    // A Batigest edit of slot 2's row survives a re-read of an unchanged slot.
+    let link: serde_json::Value =
+        sqlx::query_scalar("SELECT state FROM batisync.links WHERE flow = $1 AND source_key = $2")
+            .bind(FLOW)
+            .bind(&ids[2])
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("link");
+    let code = link["key"]["employee"]
+        .as_str()
+        .expect("employee")
+        .to_owned();
+    server
+        .exec(&format!(
+            "UPDATE dbo.SuiviMO SET NbH0 = 1.5 WHERE CodeSalarie = '{code}' AND [Date] = (SELECT MIN([Date]) FROM dbo.SuiviMO WHERE CodeSalarie = '{code}')"
+        ))
+        .await;
+    batisync::flows::heures::request_resync(&h.db.pool)
+        .await
+        .expect("resync");
+    h.poll().await;
+    h.drain().await;
+    assert_eq!(
+        server
+            .scalar("SELECT COUNT(*) FROM dbo.SuiviMO WHERE NbH0 = 1.5")
+            .await,
+        1
+    );
+    assert_eq!(server.scalar(count).await, 39);
+    let conflicts: i64 =
+        h.db.scalar("SELECT count(*) FROM batisync.conflicts WHERE winner = 'target'")
+            .await;
+    assert!(conflicts >= 1);
+    h.finish().await;
+    server.drop().await;
 }

@@ -52,6 +52,17 @@ impl EmployeeMap {
         }
     }
 
+    /// Builds the map from `(employee code, BatiSimply id)` pairs (simulated sources).
+    #[must_use]
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Self {
+        Self {
+            ids_by_code: pairs
+                .into_iter()
+                .map(|(code, id)| (code.to_owned(), id.and_then(normalise_id)))
+                .collect(),
+        }
+    }
+
     /// Applies a batch of `Salarie` changes (upserts and deletes by employee code).
     pub fn apply(&mut self, changes: &[Change]) {
         for change in changes {

@@ -8,12 +8,13 @@
 use std::sync::Mutex;
 
 use chrono::{NaiveDateTime, Timelike};
+use serde::{Deserialize, Serialize};
 
 use super::error::BatigestError;
 use super::value::Cell;
 
 /// Decimal hours, in ten-thousandths of an hour (0.36 s): exact, comparable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Hours(pub i64);
 
 impl Hours {
@@ -48,7 +49,7 @@ impl Hours {
 }
 
 /// The functional key of a ledger row (DOMAIN §1.4).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LedgerKey {
     /// `SuiviMO.CodeChantier`.
     pub chantier: String,
@@ -59,7 +60,7 @@ pub struct LedgerKey {
 }
 
 /// The values batisync writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LedgerValues {
     /// Hours worked (`NbH0`).
     pub hours: Hours,
@@ -70,7 +71,7 @@ pub struct LedgerValues {
 }
 
 /// One ledger row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRow {
     pub key: LedgerKey,
     pub values: LedgerValues,
@@ -354,6 +355,18 @@ impl MemoryLedger {
     #[must_use]
     pub fn rows(&self) -> Vec<LedgerRow> {
         self.lock().clone()
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// No row at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Simulates a Batigest user adding, editing (same key) or deleting (`None`) a row.

@@ -64,6 +64,12 @@ impl BatisimplyClient {
         Ok(all)
     }
 
+    /// Whether a modified-since query is configured (`timeslot_modified_since_param`).
+    #[must_use]
+    pub fn supports_modified_since(&self) -> bool {
+        self.inner.settings.timeslot_modified_since_param.is_some()
+    }
+
     /// Lists the time slots modified since `since`, if the API supports it.
     ///
     /// # Errors

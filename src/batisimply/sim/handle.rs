@@ -171,6 +171,35 @@ impl SimHandle {
         slot.id.map(|id| id.to_string()).unwrap_or_default()
     }
 
+    /// Creates a slot as described; returns its id.
+    pub fn insert_slot(&self, spec: &SlotSpec) -> String {
+        let slot = self.state.add_slot(spec.to_wire());
+        slot.id.map(|id| id.to_string()).unwrap_or_default()
+    }
+
+    /// Changes a slot as a field user or manager would (bumps its modification instant).
+    ///
+    /// # Errors
+    /// [`SimReject`] 404 for an unknown id.
+    pub fn update_slot(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut SlotSpec),
+    ) -> Result<(), SimReject> {
+        self.state
+            .change_slot(slot_id(id)?, |wire| {
+                let mut spec = SlotSpec::from_wire(wire);
+                change(&mut spec);
+                let modified = wire.last_modified_date;
+                *wire = crate::batisimply::api::WireTimeSlot {
+                    id: wire.id.clone(),
+                    last_modified_date: modified,
+                    ..spec.to_wire()
+                };
+            })
+            .map(|_| ())
+    }
+
     /// Sets a slot's status to `VALIDATED`.
     ///
     /// # Errors
@@ -255,5 +284,65 @@ impl axum::serve::Listener for CountingListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// A time slot as tests and the demo describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotSpec {
+    pub user_id: String,
+    pub project_id: i64,
+    /// `project.projectCode` (None: not sent).
+    pub project_code: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub minutes: u32,
+    /// `managementStatus` (`VALIDATED`, `PENDING`, `REJECTED`…).
+    pub status: String,
+    pub packed_lunch: bool,
+    pub journey: bool,
+}
+
+impl SlotSpec {
+    fn to_wire(&self) -> crate::batisimply::api::WireTimeSlot {
+        use crate::batisimply::api::{WireRef, WireSlotProject, WireTimeSlot};
+        WireTimeSlot {
+            start_date: Some(self.start),
+            end_date: Some(self.end),
+            user: Some(WireRef {
+                id: Some(self.user_id.clone()),
+            }),
+            project: Some(WireSlotProject {
+                id: Some(self.project_id),
+                project_code: self.project_code.clone(),
+            }),
+            management_status: Some(self.status.clone()),
+            total_time_minutes: Some(f64::from(self.minutes)),
+            has_packed_lunch: Some(self.packed_lunch),
+            has_home_to_work_journey: Some(self.journey),
+            ..WireTimeSlot::default()
+        }
+    }
+
+    fn from_wire(w: &crate::batisimply::api::WireTimeSlot) -> Self {
+        let project = w.project.clone().unwrap_or_default();
+        // Minutes stored by the simulator are whole and small.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let minutes = w.total_time_minutes.unwrap_or(0.0).round() as u32;
+        Self {
+            user_id: w
+                .user
+                .as_ref()
+                .and_then(|u| u.id.clone())
+                .unwrap_or_default(),
+            project_id: project.id.unwrap_or_default(),
+            project_code: project.project_code,
+            start: w.start_date.unwrap_or_default(),
+            end: w.end_date.unwrap_or_default(),
+            minutes,
+            status: w.management_status.clone().unwrap_or_default(),
+            packed_lunch: w.has_packed_lunch.unwrap_or(false),
+            journey: w.has_home_to_work_journey.unwrap_or(false),
+        }
     }
 }

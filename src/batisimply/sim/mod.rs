@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use data::SimReject;
 pub use faults::Faults;
-pub use handle::{SimHandle, SimStats};
+pub use handle::{SimHandle, SimStats, SlotSpec};
 pub use state::{ListShape, SimConfig};
 
 use crate::batisimply::api;

@@ -12,9 +12,11 @@ use sqlx::PgPool;
 
 use super::mapping::{decode_chantier, project_hash, project_json, to_project};
 use super::settings::{ChantiersSettings, OnDelete};
-use super::store::{self, Conflict, Link, LinkWrite};
+use super::store::{self, Link, LinkWrite};
 use crate::batisimply::{BatisimplyClient, BatisimplyError, NewProject, Project};
 use crate::dispatch::{Applied, DispatchError, Handler};
+use crate::flows::conflicts::{Conflict, record_conflict};
+use crate::flows::db_error;
 use crate::outbox::{Event, Operation};
 
 /// Applies chantier events to BatiSimply projects.
@@ -188,7 +190,8 @@ impl ChantiersHandler {
             (false, _) => ("source", "latest_modification_wins"),
         };
         let conflict = Conflict {
-            code: &event.entity_key,
+            flow: super::FLOW,
+            key: &event.entity_key,
             event_id: event.id,
             winner,
             rule,
@@ -197,7 +200,7 @@ impl ChantiersHandler {
             source_state: project_json(desired),
             target_state: project_json(&found.project.data),
         };
-        store::record_conflict(&self.pool, &conflict)
+        record_conflict(&self.pool, &conflict)
             .await
             .map_err(db_error)?;
         Ok((winner == "target").then(|| skipped(theirs, source_at)))
@@ -234,24 +237,7 @@ fn is_duplicate(status: u16, message: &str) -> bool {
 
 /// The one mapping from client errors to dispatch decisions.
 fn api_error(code: &str, error: BatisimplyError) -> DispatchError {
-    let message = format!("chantier {code:?}: {error}");
-    match error {
-        BatisimplyError::RateLimited { retry_after } => DispatchError::RateLimited {
-            retry_after,
-            message,
-        },
-        BatisimplyError::Permanent { .. } => DispatchError::Permanent(message),
-        // Credentials and configuration are fixed by an operator: keep the events.
-        BatisimplyError::Transient { .. }
-        | BatisimplyError::Decode { .. }
-        | BatisimplyError::Auth { .. }
-        | BatisimplyError::Config { .. }
-        | BatisimplyError::Unsupported { .. } => DispatchError::Transient(message),
-    }
-}
-
-fn db_error(error: sqlx::Error) -> DispatchError {
-    DispatchError::Transient(format!("PostgreSQL: {error}"))
+    crate::flows::api_error(format!("chantier {code:?}"), error)
 }
 
 #[cfg(test)]

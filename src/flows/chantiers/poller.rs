@@ -287,7 +287,7 @@ impl PollerLock {
     }
 }
 
-async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) {
+pub(crate) async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) {
     tokio::select! {
         () = stop.cancelled() => {}
         () = tokio::time::sleep(delay) => {}

@@ -1,7 +1,6 @@
 //! The flow's rows in `batisync.links` and `batisync.conflicts`, SQL next to the Rust.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
 
 use super::FLOW;
@@ -34,20 +33,6 @@ pub struct LinkWrite<'a> {
     pub source_version: &'a str,
     pub hash: &'a str,
     pub target_modified_at: Option<DateTime<Utc>>,
-}
-
-/// A latest-modification-wins decision where both sides had changed.
-#[derive(Debug, Clone)]
-pub struct Conflict<'a> {
-    pub code: &'a str,
-    pub event_id: i64,
-    /// `source` (Batigest) or `target` (BatiSimply).
-    pub winner: &'static str,
-    pub rule: &'static str,
-    pub source_modified_at: Option<DateTime<Utc>>,
-    pub target_modified_at: Option<DateTime<Utc>>,
-    pub source_state: Value,
-    pub target_state: Value,
 }
 
 /// Reads the link of a chantier.
@@ -91,32 +76,5 @@ pub async fn save_link(pool: &PgPool, w: &LinkWrite<'_>) -> Result<(), sqlx::Err
     .bind(w.target_modified_at)
     .execute(pool)
     .await?;
-    Ok(())
-}
-
-/// Records a conflict and counts it in the metrics.
-///
-/// # Errors
-/// Database errors.
-#[tracing::instrument(skip_all, fields(code = c.code, winner = c.winner), err)]
-pub async fn record_conflict(pool: &PgPool, c: &Conflict<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO batisync.conflicts
-             (flow, entity_key, event_id, winner, rule, source_modified_at, target_modified_at,
-              source_state, target_state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(FLOW)
-    .bind(c.code)
-    .bind(c.event_id)
-    .bind(c.winner)
-    .bind(c.rule)
-    .bind(c.source_modified_at)
-    .bind(c.target_modified_at)
-    .bind(&c.source_state)
-    .bind(&c.target_state)
-    .execute(pool)
-    .await?;
-    crate::metrics::get().conflict(FLOW, c.winner);
     Ok(())
 }
