@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::console::pages::employees::SqlServerEmployees;
+use crate::console::{Console, EmployeeSource, HealthBoard};
+use crate::control::FlowControls;
 use crate::dispatch::{self, DispatchSettings, Handler, Runtime};
 use crate::outbox::Outbox;
 use crate::settings::Settings;
@@ -28,6 +32,14 @@ pub struct Application {
     listener: TcpListener,
     registry: Option<prometheus::Registry>,
     flows: Vec<FlowStarter>,
+    /// Pause/resume/"sync now" of every registered flow, shared with the console.
+    controls: FlowControls,
+    /// Connection lights of the console, refreshed by a background task.
+    health: HealthBoard,
+    /// Where the console reads the employee list; `None` without SQL Server.
+    employees: Option<Arc<dyn EmployeeSource>>,
+    /// The settings file the console's configuration page edits.
+    settings_path: Option<PathBuf>,
 }
 
 impl Application {
@@ -48,12 +60,24 @@ impl Application {
                 )
             })?;
         let pool = crate::db::lazy_pool(&settings.postgres);
+        let health = HealthBoard::from_settings(pool.clone(), &settings);
+        let employees: Option<Arc<dyn EmployeeSource>> = if settings.batigest.database.is_empty() {
+            None
+        } else {
+            Some(Arc::new(SqlServerEmployees {
+                settings: settings.batigest.clone(),
+            }))
+        };
         Ok(Self {
+            health,
+            employees,
+            settings_path: None,
             settings,
             pool,
             listener,
             registry,
             flows: Vec::new(),
+            controls: FlowControls::default(),
         })
     }
 
@@ -65,6 +89,7 @@ impl Application {
         settings: DispatchSettings,
     ) -> Self {
         let flow = flow.to_owned();
+        self.controls.flow(&flow);
         self.flows.push(Box::new(move |rt: &Runtime| {
             dispatch::spawn_workers(rt, &flow, handler, &settings);
         }));
@@ -97,6 +122,30 @@ impl Application {
         &self.pool
     }
 
+    /// The flow controls (pause, "sync now") pollers and dispatchers obey.
+    pub fn controls(&self) -> &FlowControls {
+        &self.controls
+    }
+
+    /// The console's connection lights (to replace a probe, as the demo does).
+    pub fn health(&self) -> &HealthBoard {
+        &self.health
+    }
+
+    /// The settings file the console may edit (`--config`).
+    #[must_use]
+    pub fn with_settings_path(mut self, path: Option<PathBuf>) -> Self {
+        self.settings_path = path;
+        self
+    }
+
+    /// Where the console reads the employee list from.
+    #[must_use]
+    pub fn with_employee_source(mut self, source: Arc<dyn EmployeeSource>) -> Self {
+        self.employees = Some(source);
+        self
+    }
+
     /// Runs until `stop` fires, then drains: in-flight work gets the grace period, the
     /// rest is released.
     ///
@@ -105,10 +154,26 @@ impl Application {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let grace = Duration::from_millis(self.settings.admin.shutdown_grace_ms);
+        let console = Console::new(
+            self.pool.clone(),
+            self.controls.clone(),
+            self.health.clone(),
+            self.settings.clone(),
+            self.settings_path.clone(),
+            self.employees.clone(),
+        );
         let state = AdminState {
             pool: self.pool.clone(),
             registry: self.registry.clone(),
+            console: Some(console),
         };
+        let interval = Duration::from_secs(self.settings.admin.health_check_interval_secs);
+        supervise(
+            &tracker,
+            &stop,
+            "connection health checks",
+            self.health.clone().run_until_stopped(interval, stop.clone()),
+        );
         supervise(
             &tracker,
             &stop,
@@ -122,6 +187,7 @@ impl Application {
             let runtime = Runtime {
                 tracker: tracker.clone(),
                 stop: stop.clone(),
+                controls: self.controls.clone(),
                 ..Runtime::new(Outbox::new(self.pool.clone()), grace)
             };
             start_engine(&runtime, &self.settings);
@@ -192,7 +258,8 @@ async fn serve(
     state: AdminState,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, admin::router(state))
+    let app = admin::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .context("admin listener failed")

@@ -41,7 +41,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             let registry = batisync::metrics::init_prometheus()?;
             let stop = shutdown_on_signals();
-            let app = Application::build(settings, Some(registry)).await?;
+            let app = Application::build(settings, Some(registry))
+                .await?
+                .with_settings_path(cli.config.clone());
             batisync::flows::register_enabled(app)?
                 .run_until_stopped(stop)
                 .await
