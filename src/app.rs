@@ -172,7 +172,9 @@ impl Application {
             &tracker,
             &stop,
             "connection health checks",
-            self.health.clone().run_until_stopped(interval, stop.clone()),
+            self.health
+                .clone()
+                .run_until_stopped(interval, stop.clone()),
         );
         supervise(
             &tracker,

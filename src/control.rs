@@ -261,11 +261,8 @@ mod tests {
         let control = controls.flow("heures");
         let stop = CancellationToken::new();
         control.pause();
-        let waiting = tokio::time::timeout(
-            Duration::from_millis(50),
-            control.wait_while_paused(&stop),
-        )
-        .await;
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), control.wait_while_paused(&stop)).await;
         assert!(waiting.is_err());
         let resumer = controls.flow("heures");
         tokio::spawn(async move {

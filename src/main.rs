@@ -33,6 +33,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Admin(command) => batisync::cli::admin(cli.config.as_deref(), command),
         Command::Resync { flow } => batisync::cli::resync(&settings, flow).await,
         Command::Demo => {
             let registry = batisync::metrics::init_prometheus()?;

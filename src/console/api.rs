@@ -72,13 +72,18 @@ async fn status(State(console): State<Console>) -> Response {
         Ok(lines) => Json(
             lines
                 .into_iter()
-                .map(|l| json!({ "flow": l.flow, "status": l.status, "events": l.events,
-                                 "oldest_age_seconds": l.oldest_age_seconds }))
+                .map(|l| {
+                    json!({ "flow": l.flow, "status": l.status, "events": l.events,
+                                 "oldest_age_seconds": l.oldest_age_seconds })
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
         Err(crate::outbox::OutboxError::Database(e)) => db_error(&e),
-        Err(other) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": other.to_string() })))
+        Err(other) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": other.to_string() })),
+        )
             .into_response(),
     }
 }
@@ -99,11 +104,18 @@ async fn event(State(console): State<Console>, Path(id): Path<i64>) -> Response 
     let detail = match inspect::show(console.pool(), id).await {
         Ok(Some(d)) => d,
         Ok(None) => {
-            return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such event" }))).into_response();
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "no such event" })),
+            )
+                .into_response();
         }
         Err(crate::outbox::OutboxError::Database(e)) => return db_error(&e),
         Err(other) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": other.to_string() })))
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": other.to_string() })),
+            )
                 .into_response();
         }
     };
@@ -133,10 +145,12 @@ async fn dead_letters(State(console): State<Console>, ctx: Option<Extension<Ctx>
         Ok(groups) => Json(
             groups
                 .iter()
-                .map(|g| json!({
-                    "flow": g.flow, "group": g.reason.key, "title": g.reason.title(lang),
-                    "fix": g.reason.fix(lang), "events": g.events,
-                }))
+                .map(|g| {
+                    json!({
+                        "flow": g.flow, "group": g.reason.key, "title": g.reason.title(lang),
+                        "fix": g.reason.fix(lang), "events": g.events,
+                    })
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -160,7 +174,10 @@ struct RedriveRequest {
 async fn redrive(State(console): State<Console>, Json(request): Json<RedriveRequest>) -> Response {
     let outbox = crate::outbox::Outbox::new(console.pool().clone());
     let result = if !request.ids.is_empty() {
-        outbox.redrive(&request.ids).await.map_err(|e| e.to_string())
+        outbox
+            .redrive(&request.ids)
+            .await
+            .map_err(|e| e.to_string())
     } else if let (Some(flow), Some(group)) = (request.flow.clone(), request.group.clone()) {
         todo::redrive_target(console.pool(), &todo::RedriveTarget::Group { flow, group })
             .await
@@ -179,12 +196,19 @@ async fn redrive(State(console): State<Console>, Json(request): Json<RedriveRequ
     };
     match result {
         Ok(report) => {
-            tracing::info!(requeued = report.requeued.len(), "dead letters re-driven through the API");
-            Json(json!({ "requeued": report.requeued, "superseded": report.superseded })).into_response()
+            tracing::info!(
+                requeued = report.requeued.len(),
+                "dead letters re-driven through the API"
+            );
+            Json(json!({ "requeued": report.requeued, "superseded": report.superseded }))
+                .into_response()
         }
         Err(error) => {
             tracing::warn!(%error, "API re-drive failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "re-drive failed; try again" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "re-drive failed; try again" })),
+            )
                 .into_response()
         }
     }
@@ -195,13 +219,21 @@ async fn sync_now(State(console): State<Console>, Path(flow): Path<String>) -> R
         return no_flow(&flow);
     };
     if control.is_paused() {
-        return (StatusCode::CONFLICT, Json(json!({ "error": "the flow is paused" }))).into_response();
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": "the flow is paused" })),
+        )
+            .into_response();
     }
     let outcome = match control.request_sync() {
         SyncRequest::Queued => "queued",
         SyncRequest::AlreadyQueued => "already_queued",
     };
-    (StatusCode::ACCEPTED, Json(json!({ "flow": flow, "sync": outcome }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "flow": flow, "sync": outcome })),
+    )
+        .into_response()
 }
 
 async fn pause(State(console): State<Console>, Path(flow): Path<String>) -> Response {
@@ -225,8 +257,16 @@ async fn resync(State(console): State<Console>, Path(flow): Path<String>) -> Res
         return no_flow(&flow);
     };
     match control.request_resync().await {
-        Ok(message) => (StatusCode::ACCEPTED, Json(json!({ "flow": flow, "message": message }))).into_response(),
-        Err(message) => (StatusCode::CONFLICT, Json(json!({ "flow": flow, "error": message }))).into_response(),
+        Ok(message) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "flow": flow, "message": message })),
+        )
+            .into_response(),
+        Err(message) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "flow": flow, "error": message })),
+        )
+            .into_response(),
     }
 }
 

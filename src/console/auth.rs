@@ -173,8 +173,7 @@ pub fn digest(token: &str) -> String {
 #[must_use]
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -233,10 +232,12 @@ pub async fn require_session(
         .uri()
         .path_and_query()
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    let session = cookie(request.headers(), SESSION_COOKIE).and_then(|t| console.sessions().touch(t));
+    let session =
+        cookie(request.headers(), SESSION_COOKIE).and_then(|t| console.sessions().touch(t));
     let Some((key, csrf, flash)) = session else {
         if request.method() == Method::GET {
-            let next_path = url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
+            let next_path =
+                url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
             return Redirect::to(&format!("/login?next={next_path}")).into_response();
         }
         return layout::error_page(
@@ -309,7 +310,9 @@ pub async fn require_api_caller(
             .admin
             .api_token_sha256
             .as_deref()
-            .is_some_and(|expected| constant_time_eq(&digest(bearer), &expected.to_ascii_lowercase()));
+            .is_some_and(|expected| {
+                constant_time_eq(&digest(bearer), &expected.to_ascii_lowercase())
+            });
         if !allowed {
             tracing::warn!("API call refused: unknown bearer token");
             return api_error(StatusCode::UNAUTHORIZED, "invalid bearer token");
@@ -405,7 +408,11 @@ fn render_login(
             p { a href={"/lang?to=" (lang.other().code()) "&back=/login"} { (lang.t("English", "Français")) } }
         }
     };
-    let mut response = (status, layout::bare(lang, lang.t("Connexion", "Sign in"), body)).into_response();
+    let mut response = (
+        status,
+        layout::bare(lang, lang.t("Connexion", "Sign in"), body),
+    )
+        .into_response();
     response.headers_mut().insert(
         SET_COOKIE,
         cookie_header(console, LOGIN_COOKIE, &form_token, Some(600)),
@@ -445,16 +452,14 @@ pub async fn login(State(console): State<Console>, request: Request) -> Response
     let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &console).await else {
         return layout::error_page(lang, StatusCode::BAD_REQUEST, "malformed form");
     };
-    let token_ok = form_cookie.is_some_and(|c| !c.is_empty() && constant_time_eq(&c, &form.login_token));
+    let token_ok =
+        form_cookie.is_some_and(|c| !c.is_empty() && constant_time_eq(&c, &form.login_token));
     if !token_ok {
         return render_login(
             &console,
             lang,
             &form.next,
-            Some(lang.t(
-                "Formulaire périmé : recommencez.",
-                "Stale form: try again.",
-            )),
+            Some(lang.t("Formulaire périmé : recommencez.", "Stale form: try again.")),
             StatusCode::FORBIDDEN,
         );
     }
@@ -462,11 +467,10 @@ pub async fn login(State(console): State<Console>, request: Request) -> Response
         return render_login(&console, lang, &form.next, None, StatusCode::UNAUTHORIZED);
     };
     let password = form.password;
-    let matches = tokio::task::spawn_blocking(move || {
-        verify_password(hash.expose_secret(), &password)
-    })
-    .await
-    .unwrap_or(false);
+    let matches =
+        tokio::task::spawn_blocking(move || verify_password(hash.expose_secret(), &password))
+            .await
+            .unwrap_or(false);
     if !matches {
         tracing::warn!(%client, "console sign-in failed: wrong password");
         return render_login(
@@ -484,8 +488,14 @@ pub async fn login(State(console): State<Console>, request: Request) -> Response
     let target = local_path(&form.next).unwrap_or("/");
     let mut response = Redirect::to(target).into_response();
     let headers = response.headers_mut();
-    headers.append(SET_COOKIE, cookie_header(&console, SESSION_COOKIE, &token, None));
-    headers.append(SET_COOKIE, cookie_header(&console, LOGIN_COOKIE, "", Some(0)));
+    headers.append(
+        SET_COOKIE,
+        cookie_header(&console, SESSION_COOKIE, &token, None),
+    );
+    headers.append(
+        SET_COOKIE,
+        cookie_header(&console, LOGIN_COOKIE, "", Some(0)),
+    );
     response
 }
 

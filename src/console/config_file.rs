@@ -51,30 +51,114 @@ pub const FIELDS: &[Field] = &[
     f("postgres.port", Kind::Number, "Port", "Port"),
     f("postgres.database", Kind::Text, "Base", "Database"),
     f("postgres.user", Kind::Text, "Utilisateur", "User"),
-    f("postgres.password", Kind::Secret, "Mot de passe", "Password"),
-    f("batigest.host", Kind::Text, "Serveur SQL Server", "SQL Server host"),
-    f("batigest.instance", Kind::Text, "Instance (ex. SAGEBAT)", "Instance (e.g. SAGEBAT)"),
-    f("batigest.database", Kind::Text, "Dossier (base)", "Dossier (database)"),
+    f(
+        "postgres.password",
+        Kind::Secret,
+        "Mot de passe",
+        "Password",
+    ),
+    f(
+        "batigest.host",
+        Kind::Text,
+        "Serveur SQL Server",
+        "SQL Server host",
+    ),
+    f(
+        "batigest.instance",
+        Kind::Text,
+        "Instance (ex. SAGEBAT)",
+        "Instance (e.g. SAGEBAT)",
+    ),
+    f(
+        "batigest.database",
+        Kind::Text,
+        "Dossier (base)",
+        "Dossier (database)",
+    ),
     f("batigest.user", Kind::Text, "Utilisateur", "User"),
-    f("batigest.password", Kind::Secret, "Mot de passe", "Password"),
-    f("batigest.encryption", Kind::Choice(&["strict", "required", "off"]), "Chiffrement", "Encryption"),
-    f("batigest.trust_server_certificate", Kind::Bool, "Accepter le certificat du serveur", "Trust the server certificate"),
-    f("batisimply.api_base_url", Kind::Text, "Adresse de l'API", "API URL"),
-    f("batisimply.sso_base_url", Kind::Text, "Adresse de connexion (SSO)", "SSO URL"),
+    f(
+        "batigest.password",
+        Kind::Secret,
+        "Mot de passe",
+        "Password",
+    ),
+    f(
+        "batigest.encryption",
+        Kind::Choice(&["strict", "required", "off"]),
+        "Chiffrement",
+        "Encryption",
+    ),
+    f(
+        "batigest.trust_server_certificate",
+        Kind::Bool,
+        "Accepter le certificat du serveur",
+        "Trust the server certificate",
+    ),
+    f(
+        "batisimply.api_base_url",
+        Kind::Text,
+        "Adresse de l'API",
+        "API URL",
+    ),
+    f(
+        "batisimply.sso_base_url",
+        Kind::Text,
+        "Adresse de connexion (SSO)",
+        "SSO URL",
+    ),
     f("batisimply.realm", Kind::Text, "Royaume (realm)", "Realm"),
-    f("batisimply.client_id", Kind::Text, "Identifiant client", "Client id"),
-    f("batisimply.client_secret", Kind::Secret, "Secret client", "Client secret"),
-    f("batisimply.grant", Kind::Choice(&["password", "client_credentials"]), "Type d'accès", "Grant"),
+    f(
+        "batisimply.client_id",
+        Kind::Text,
+        "Identifiant client",
+        "Client id",
+    ),
+    f(
+        "batisimply.client_secret",
+        Kind::Secret,
+        "Secret client",
+        "Client secret",
+    ),
+    f(
+        "batisimply.grant",
+        Kind::Choice(&["password", "client_credentials"]),
+        "Type d'accès",
+        "Grant",
+    ),
     f("batisimply.username", Kind::Text, "Compte", "Account"),
-    f("batisimply.password", Kind::Secret, "Mot de passe", "Password"),
-    f("chantiers.enabled", Kind::Bool, "Flux chantiers actif", "Chantiers flow enabled"),
-    f("chantiers.poll_interval_ms", Kind::Number, "Intervalle de lecture (ms)", "Poll interval (ms)"),
-    f("chantiers.states", Kind::List, "États à envoyer (lettres, séparées par des virgules)", "States to send (letters, comma-separated)"),
+    f(
+        "batisimply.password",
+        Kind::Secret,
+        "Mot de passe",
+        "Password",
+    ),
+    f(
+        "chantiers.enabled",
+        Kind::Bool,
+        "Flux chantiers actif",
+        "Chantiers flow enabled",
+    ),
+    f(
+        "chantiers.poll_interval_ms",
+        Kind::Number,
+        "Intervalle de lecture (ms)",
+        "Poll interval (ms)",
+    ),
+    f(
+        "chantiers.states",
+        Kind::List,
+        "États à envoyer (lettres, séparées par des virgules)",
+        "States to send (letters, comma-separated)",
+    ),
 ];
 
 /// Sections of [`FIELDS`], in order, with their titles.
 pub const SECTIONS: &[(&str, &str, &str)] = &[
-    ("postgres", "PostgreSQL (base de batisync)", "PostgreSQL (batisync's database)"),
+    (
+        "postgres",
+        "PostgreSQL (base de batisync)",
+        "PostgreSQL (batisync's database)",
+    ),
     ("batigest", "SQL Server (Batigest)", "SQL Server (Batigest)"),
     ("batisimply", "BatiSimply", "BatiSimply"),
     ("chantiers", "Flux chantiers", "Chantiers flow"),
@@ -84,9 +168,19 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
 #[must_use]
 pub fn current(settings: &Settings, key: &str) -> String {
     let set = |secret: &secrecy::SecretString| {
-        if secret.expose_secret().is_empty() { "" } else { "set" }.to_owned()
+        if secret.expose_secret().is_empty() {
+            ""
+        } else {
+            "set"
+        }
+        .to_owned()
     };
-    let (p, g, b, c) = (&settings.postgres, &settings.batigest, &settings.batisimply, &settings.chantiers);
+    let (p, g, b, c) = (
+        &settings.postgres,
+        &settings.batigest,
+        &settings.batisimply,
+        &settings.chantiers,
+    );
     match key {
         "postgres.host" => p.host.clone(),
         "postgres.port" => p.port.to_string(),
@@ -205,7 +299,10 @@ fn apply(
     Ok((changed, secret_files))
 }
 
-fn table<'a>(doc: &'a mut DocumentMut, section: &str) -> Result<&'a mut toml_edit::Table, EditError> {
+fn table<'a>(
+    doc: &'a mut DocumentMut,
+    section: &str,
+) -> Result<&'a mut toml_edit::Table, EditError> {
     if doc.get(section).is_none() {
         doc[section] = toml_edit::table();
     }
@@ -228,7 +325,9 @@ fn typed(field: &Field, text: &str) -> Result<Item, EditError> {
         Kind::Bool => value(text == "true"),
         Kind::Choice(allowed) => {
             if !allowed.contains(&text) {
-                return Err(bad(&format!("valeurs possibles / allowed values: {allowed:?}")));
+                return Err(bad(&format!(
+                    "valeurs possibles / allowed values: {allowed:?}"
+                )));
             }
             value(text)
         }
@@ -259,10 +358,12 @@ pub fn prepare(
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| EditError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| EditError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
     let (changed, secret_files) = apply(&mut doc, settings, form)?;
     let new_text = doc.to_string();
     validate(path, &new_text, env)?;
@@ -297,9 +398,10 @@ fn validate(path: &Path, text: &str, env: &[(String, String)]) -> Result<Setting
 }
 
 fn scratch_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map_or_else(|| "batisync.toml".into(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || "batisync.toml".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     path.with_file_name(format!(".{name}.{:08x}.tmp", fastrand::u32(..)))
 }
 
@@ -341,10 +443,13 @@ pub fn set_key(path: &Path, section: &str, key: &str, text: &str) -> Result<(), 
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let mut doc: DocumentMut = original.parse().map_err(|e: toml_edit::TomlError| EditError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let mut doc: DocumentMut =
+        original
+            .parse()
+            .map_err(|e: toml_edit::TomlError| EditError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
     table(&mut doc, section)?[key] = value(text);
     let new_text = doc.to_string();
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -387,7 +492,9 @@ mod tests {
     fn form(pairs: &[(&str, &str)]) -> Submitted {
         let mut form = Submitted::new();
         for (k, v) in pairs {
-            form.entry((*k).to_owned()).or_default().push((*v).to_owned());
+            form.entry((*k).to_owned())
+                .or_default()
+                .push((*v).to_owned());
         }
         form
     }
@@ -396,7 +503,11 @@ mod tests {
     fn a_save_keeps_comments_types_and_never_writes_an_empty_secret() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batisync.toml");
-        std::fs::write(&path, "# my comment\n[postgres]\n# host comment\nhost = \"old\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "# my comment\n[postgres]\n# host comment\nhost = \"old\"\n",
+        )
+        .unwrap();
         let settings = crate::settings::load(Some(&path), Vec::new()).unwrap();
         let report = save(
             Some(&path),
@@ -419,7 +530,12 @@ mod tests {
         assert!(text.contains("states = [\"E\", \"T\"]"), "{text}");
         assert_eq!(
             report.changed,
-            ["postgres.host", "postgres.port", "chantiers.enabled", "chantiers.states"]
+            [
+                "postgres.host",
+                "postgres.port",
+                "chantiers.enabled",
+                "chantiers.states"
+            ]
         );
         let reloaded = crate::settings::load(Some(&path), Vec::new()).unwrap();
         assert!(reloaded.chantiers.enabled);
@@ -433,13 +549,25 @@ mod tests {
         let path = dir.path().join("batisync.toml");
         std::fs::write(
             &path,
-            format!("[postgres]\npassword_file = {:?}\n", secret.to_string_lossy()),
+            format!(
+                "[postgres]\npassword_file = {:?}\n",
+                secret.to_string_lossy()
+            ),
         )
         .unwrap();
         let settings = crate::settings::load(Some(&path), Vec::new()).unwrap();
-        save(Some(&path), &settings, &form(&[("postgres.password", "new-secret")])).unwrap();
+        save(
+            Some(&path),
+            &settings,
+            &form(&[("postgres.password", "new-secret")]),
+        )
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "new-secret");
-        assert!(!std::fs::read_to_string(&path).unwrap().contains("new-secret"));
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("new-secret")
+        );
     }
 
     #[test]
@@ -450,7 +578,14 @@ mod tests {
         let settings = crate::settings::load(Some(&path), Vec::new()).unwrap();
         let error = save(Some(&path), &settings, &form(&[("postgres.port", "99999")])).unwrap_err();
         assert!(error.to_string().contains("postgres.port"), "{error}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[postgres]\nhost = \"old\"\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no scratch file left");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[postgres]\nhost = \"old\"\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no scratch file left"
+        );
     }
 }

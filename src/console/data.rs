@@ -53,7 +53,8 @@ pub async fn flow_figures(pool: &PgPool) -> Result<BTreeMap<String, FlowFigures>
             f.dead_letters += events;
         } else {
             f.backlog += events;
-            f.oldest_pending_age_seconds = match (f.oldest_pending_age_seconds, oldest_age_seconds) {
+            f.oldest_pending_age_seconds = match (f.oldest_pending_age_seconds, oldest_age_seconds)
+            {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };

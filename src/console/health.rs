@@ -161,14 +161,22 @@ impl HealthBoard {
 
     /// Uses `probe` for its component (the demo's simulated Batigest, tests).
     pub fn set_probe(&self, probe: Arc<dyn Probe>) {
-        let mut probes = self.inner.probes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut probes = self
+            .inner
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         probes.insert(probe.component(), probe);
     }
 
     /// The last results, one per component, in display order.
     #[must_use]
     pub fn lights(&self) -> Vec<ComponentHealth> {
-        let lights = self.inner.lights.lock().unwrap_or_else(PoisonError::into_inner);
+        let lights = self
+            .inner
+            .lights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Component::ALL
             .iter()
             .map(|c| {
@@ -190,7 +198,11 @@ impl HealthBoard {
     /// Runs every probe once (concurrently, each within a timeout) and stores results.
     pub async fn check_all(&self) {
         let probes: Vec<Arc<dyn Probe>> = {
-            let probes = self.inner.probes.lock().unwrap_or_else(PoisonError::into_inner);
+            let probes = self
+                .inner
+                .probes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             probes.values().cloned().collect()
         };
         let results = futures::future::join_all(probes.iter().map(|probe| async move {
@@ -207,7 +219,11 @@ impl HealthBoard {
         }))
         .await;
         let now = Utc::now();
-        let mut lights = self.inner.lights.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lights = self
+            .inner
+            .lights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (component, result) in results {
             lights.insert(
                 component,

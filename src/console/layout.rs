@@ -112,7 +112,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         ),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     response
 }
@@ -204,8 +207,14 @@ mod tests {
         assert_eq!(age(Lang::Fr, 600.0), "10 min");
         assert_eq!(age(Lang::En, 3.0 * 86_400.0), "3 d");
         assert_eq!(age(Lang::Fr, 3.0 * 86_400.0), "3 j");
-        assert_eq!(ago(Lang::En, Utc::now() - chrono::Duration::seconds(90)), "90 s ago");
-        assert_eq!(ago(Lang::Fr, Utc::now() - chrono::Duration::seconds(90)), "il y a 90 s");
+        assert_eq!(
+            ago(Lang::En, Utc::now() - chrono::Duration::seconds(90)),
+            "90 s ago"
+        );
+        assert_eq!(
+            ago(Lang::Fr, Utc::now() - chrono::Duration::seconds(90)),
+            "il y a 90 s"
+        );
     }
 
     #[test]

@@ -149,7 +149,10 @@ pub fn router(console: Console) -> Router {
         .route("/actions/resume", post(pages::actions::resume))
         .route("/actions/resync", post(pages::actions::resync))
         .route("/actions/test", post(pages::actions::test_connections))
-        .route("/settings", get(pages::settings::page).post(pages::settings::save))
+        .route(
+            "/settings",
+            get(pages::settings::page).post(pages::settings::save),
+        )
         .route("/settings/test", post(pages::settings::test))
         .route("/journal", get(pages::journal::page))
         .route("/logout", post(auth::logout))

@@ -88,7 +88,14 @@ const KNOWN: &[Known] = &[
     },
     Known {
         key: "credentials",
-        any_of: &["401", "403", "identifiants", "credentials", "invalid_grant", "unauthorized"],
+        any_of: &[
+            "401",
+            "403",
+            "identifiants",
+            "credentials",
+            "invalid_grant",
+            "unauthorized",
+        ],
         title: (
             "Accès refusé (identifiants)",
             "Access refused (credentials)",
@@ -116,11 +123,15 @@ const KNOWN: &[Known] = &[
     },
     Known {
         key: "refused",
-        any_of: &["refused the request", "a refusé", "400", "422", "invalide", "invalid"],
-        title: (
-            "Donnée refusée par la cible",
-            "Data refused by the target",
-        ),
+        any_of: &[
+            "refused the request",
+            "a refusé",
+            "400",
+            "422",
+            "invalide",
+            "invalid",
+        ],
+        title: ("Donnée refusée par la cible", "Data refused by the target"),
         fix: (
             "Lire le détail de l'erreur, corriger la donnée dans Batigest (ou BatiSimply pour \
              les heures) ; la correction repart seule. Relancer si la cause était passagère.",
@@ -223,7 +234,8 @@ mod tests {
 
     #[test]
     fn a_long_customer_name_is_a_too_long_value() {
-        let reason = classify("customer_name: 45 caractères pour 30 au plus / 45 characters, at most 30");
+        let reason =
+            classify("customer_name: 45 caractères pour 30 au plus / 45 characters, at most 30");
         assert_eq!(reason.key, "too-long");
     }
 

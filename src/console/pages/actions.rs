@@ -135,16 +135,23 @@ pub async fn sync_now(
     let message = match console.controls().get(&form.flow) {
         None => unknown_flow(lang, &form.flow),
         Some(c) if c.is_paused() => lang
-            .t("Le flux est en pause : reprenez-le d'abord.", "The flow is paused: resume it first.")
+            .t(
+                "Le flux est en pause : reprenez-le d'abord.",
+                "The flow is paused: resume it first.",
+            )
             .to_owned(),
         Some(c) => match c.request_sync() {
             SyncRequest::Queued => lang
-                .t("Synchronisation demandée : le flux lit sa source maintenant.",
-                   "Sync requested: the flow reads its source now.")
+                .t(
+                    "Synchronisation demandée : le flux lit sa source maintenant.",
+                    "Sync requested: the flow reads its source now.",
+                )
                 .to_owned(),
             SyncRequest::AlreadyQueued => lang
-                .t("Une synchronisation est déjà demandée : rien de plus à faire.",
-                   "A sync is already requested: nothing more to do.")
+                .t(
+                    "Une synchronisation est déjà demandée : rien de plus à faire.",
+                    "A sync is already requested: nothing more to do.",
+                )
                 .to_owned(),
         },
     };
@@ -239,14 +246,19 @@ pub async fn resync_progress(
             finished: 0,
             dead: 0,
             complete: true,
-            summary: lang.t("Aucune resynchronisation demandée.", "No resync requested.").to_owned(),
+            summary: lang
+                .t("Aucune resynchronisation demandée.", "No resync requested.")
+                .to_owned(),
         });
     };
     let (total, finished, dead) = data::resync_progress(console.pool(), flow, since).await?;
     let complete = total > 0 && finished >= total;
     let summary = if total == 0 {
-        lang.t("En attente de la lecture de la source…", "Waiting for the source to be read…")
-            .to_owned()
+        lang.t(
+            "En attente de la lecture de la source…",
+            "Waiting for the source to be read…",
+        )
+        .to_owned()
     } else {
         format!(
             "{finished} / {total} {}{}",
@@ -256,7 +268,11 @@ pub async fn resync_progress(
             } else {
                 String::new()
             }
-        ) + if complete { lang.t(" — terminé.", " — done.") } else { "" }
+        ) + if complete {
+            lang.t(" — terminé.", " — done.")
+        } else {
+            ""
+        }
     };
     Ok(ResyncProgress {
         requested_at,

@@ -15,7 +15,14 @@ use crate::console::i18n::Lang;
 use crate::console::layout::{self, csrf_field, datetime, maybe_datetime, status_label};
 use crate::outbox::inspect;
 
-const STATUSES: [&str; 6] = ["pending", "waiting", "in_flight", "done", "dead", "superseded"];
+const STATUSES: [&str; 6] = [
+    "pending",
+    "waiting",
+    "in_flight",
+    "done",
+    "dead",
+    "superseded",
+];
 
 /// `GET /activity?flow=&status=&key=&from=&to=&q=&before=`.
 pub async fn list(
@@ -148,7 +155,10 @@ pub async fn detail(
             return layout::error_page(
                 lang,
                 StatusCode::NOT_FOUND,
-                lang.t("Cet événement n'existe pas (ou a été purgé).", "No such event (or it was pruned)."),
+                lang.t(
+                    "Cet événement n'existe pas (ou a été purgé).",
+                    "No such event (or it was pruned).",
+                ),
             );
         }
         Err(crate::outbox::OutboxError::Database(error)) => return database_error(&ctx, &error),
@@ -229,5 +239,10 @@ pub async fn detail(
         h2 { (lang.t("Contenu", "Payload")) }
         pre { (payload) }
     };
-    layout::page(&ctx, "/activity", &format!("{} {id}", lang.t("Événement", "Event")), body)
+    layout::page(
+        &ctx,
+        "/activity",
+        &format!("{} {id}", lang.t("Événement", "Event")),
+        body,
+    )
 }

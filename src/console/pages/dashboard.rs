@@ -16,7 +16,7 @@ use crate::console::auth::Ctx;
 use crate::console::data::{self, FlowFigures};
 use crate::console::health::{ComponentHealth, Light};
 use crate::console::i18n::Lang;
-use crate::console::layout::{self, ago, age, maybe_datetime};
+use crate::console::layout::{self, age, ago, maybe_datetime};
 use crate::console::reasons;
 
 /// How long a delivery failure keeps a flow "failing" when nothing was delivered since.
@@ -115,7 +115,12 @@ pub async fn page(State(console): State<Console>, Extension(ctx): Extension<Ctx>
                     "Actualisé automatiquement toutes les 5 secondes.",
                     "Refreshed automatically every 5 seconds.")) }
             };
-            layout::page(&ctx, "/", ctx.lang.t("Tableau de bord", "Dashboard"), markup)
+            layout::page(
+                &ctx,
+                "/",
+                ctx.lang.t("Tableau de bord", "Dashboard"),
+                markup,
+            )
         }
         Err(error) => database_error(&ctx, &error),
     }

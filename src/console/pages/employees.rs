@@ -213,7 +213,10 @@ pub async fn refresh(State(console): State<Console>, Extension(ctx): Extension<C
             "Reading the employees: reload the page in a few seconds.",
         )
     } else {
-        ctx.lang.t("SQL Server n'est pas configuré.", "SQL Server is not configured.")
+        ctx.lang.t(
+            "SQL Server n'est pas configuré.",
+            "SQL Server is not configured.",
+        )
     };
     console.sessions().flash(&ctx, message);
     Redirect::to("/employees").into_response()

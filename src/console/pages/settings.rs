@@ -179,9 +179,7 @@ pub async fn test(
     let env: Vec<(String, String)> = std::env::vars().collect();
     let candidate = match console.settings_path() {
         Some(path) => config_file::prepare(Some(path), console.settings(), &form, &env)
-            .and_then(|(text, _, _)| {
-                toml_load(&text, &env).map_err(config_file::EditError::from)
-            }),
+            .and_then(|(text, _, _)| toml_load(&text, &env).map_err(config_file::EditError::from)),
         None => Ok(console.settings().clone()),
     };
     let results = match candidate {

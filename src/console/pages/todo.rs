@@ -137,13 +137,21 @@ fn group_view(ctx: &Ctx, g: &Group) -> Markup {
 /// One conflict: the rule, the winner and both versions side by side.
 pub fn conflict_view(lang: Lang, c: &Conflict) -> Markup {
     let pretty = |v: &Option<serde_json::Value>| {
-        v.as_ref()
-            .map_or_else(|| "—".to_owned(), |v| serde_json::to_string_pretty(v).unwrap_or_default())
+        v.as_ref().map_or_else(
+            || "—".to_owned(),
+            |v| serde_json::to_string_pretty(v).unwrap_or_default(),
+        )
     };
     let winner = if c.winner == "source" {
-        lang.t("la source (Batigest pour les chantiers) l'emporte", "the source wins")
+        lang.t(
+            "la source (Batigest pour les chantiers) l'emporte",
+            "the source wins",
+        )
     } else {
-        lang.t("la cible l'emporte : rien n'a été écrasé", "the target wins: nothing was overwritten")
+        lang.t(
+            "la cible l'emporte : rien n'a été écrasé",
+            "the target wins: nothing was overwritten",
+        )
     };
     html! {
         section.group data-conflict=(c.id) {
@@ -201,7 +209,10 @@ impl RedriveForm {
 ///
 /// # Errors
 /// Database errors.
-pub async fn redrive_target(pool: &PgPool, target: &RedriveTarget) -> Result<RedriveReport, sqlx::Error> {
+pub async fn redrive_target(
+    pool: &PgPool,
+    target: &RedriveTarget,
+) -> Result<RedriveReport, sqlx::Error> {
     let outbox = Outbox::new(pool.clone());
     let result = match target {
         RedriveTarget::One(id) => outbox.redrive(&[*id]).await,
@@ -259,8 +270,12 @@ async fn redrive_form(
             .to_owned());
     };
     let report = redrive_target(console.pool(), &target).await?;
-    tracing::info!(?target, requeued = report.requeued.len(), superseded = report.superseded.len(),
-        "dead letters re-driven from the console");
+    tracing::info!(
+        ?target,
+        requeued = report.requeued.len(),
+        superseded = report.superseded.len(),
+        "dead letters re-driven from the console"
+    );
     Ok(report_sentence(ctx.lang, &report))
 }
 

@@ -57,9 +57,7 @@ pub fn register<S: ChangeSource>(
         Box::pin(async move {
             request_resync(&pool, &sources)
                 .await
-                .map(|_| {
-                    "relecture complète demandée / full re-read requested".to_owned()
-                })
+                .map(|_| "relecture complète demandée / full re-read requested".to_owned())
                 .map_err(|e| format!("PostgreSQL: {e}"))
         })
     }));

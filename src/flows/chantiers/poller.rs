@@ -15,8 +15,8 @@ use super::FLOW;
 use super::mapping::payload_of;
 use super::settings::ChantiersSettings;
 use super::source::ChangeSource;
-use crate::control::{FlowControl, FlowControls};
 use crate::batigest::{BatigestError, CaptureBatch, Change, snapshot_store};
+use crate::control::{FlowControl, FlowControls};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
 
 /// Entity key of a row whose code is empty (the outbox refuses an empty key); its
