@@ -237,6 +237,9 @@ pub struct EditReport {
     pub overridden_by_env: Vec<String>,
 }
 
+/// Secrets to write to their own files: (path, new value).
+pub type SecretFiles = Vec<(PathBuf, String)>;
+
 /// The submitted form: every value of every name (checkboxes send several).
 pub type Submitted = BTreeMap<String, Vec<String>>;
 
@@ -250,7 +253,7 @@ fn apply(
     doc: &mut DocumentMut,
     settings: &Settings,
     form: &Submitted,
-) -> Result<(Vec<String>, Vec<(PathBuf, String)>), EditError> {
+) -> Result<(Vec<String>, SecretFiles), EditError> {
     let mut changed = Vec::new();
     let mut secret_files = Vec::new();
     for field in FIELDS {
@@ -352,7 +355,7 @@ pub fn prepare(
     settings: &Settings,
     form: &Submitted,
     env: &[(String, String)],
-) -> Result<(String, Vec<(PathBuf, String)>, EditReport), EditError> {
+) -> Result<(String, SecretFiles, EditReport), EditError> {
     let path = path.ok_or(EditError::NoFile)?;
     let text = std::fs::read_to_string(path).map_err(|e| EditError::File {
         path: path.to_owned(),

@@ -98,9 +98,12 @@ impl EmployeeCache {
         true
     }
 
-    fn snapshot(&self) -> Option<(DateTime<Utc>, Result<Vec<SourceRow>, String>)> {
+    fn snapshot(&self) -> Option<Loaded> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.as_ref().map(|l| (l.at, l.rows.clone()))
+        last.as_ref().map(|l| Loaded {
+            at: l.at,
+            rows: l.rows.clone(),
+        })
     }
 
     fn is_loading(&self) -> bool {
@@ -175,8 +178,8 @@ pub async fn page(State(console): State<Console>, Extension(ctx): Extension<Ctx>
         }
         @match &snapshot {
             None => {}
-            Some((_, Err(error))) => { p.alert.error { (error) } }
-            Some((at, Ok(rows))) => {
+            Some(Loaded { rows: Err(error), .. }) => { p.alert.error { (error) } }
+            Some(Loaded { at, rows: Ok(rows) }) => {
                 @let map = EmployeeMap::from_rows(rows);
                 @let duplicates = map.duplicate_ids();
                 @let without = map.employees_without_id();

@@ -51,7 +51,7 @@ pub async fn groups(pool: &PgPool) -> Result<Vec<Group>, sqlx::Error> {
             .push(dead);
     }
     let mut groups: Vec<Group> = by_key.into_values().collect();
-    groups.sort_by(|a, b| b.events.len().cmp(&a.events.len()));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.events.len()));
     Ok(groups)
 }
 
