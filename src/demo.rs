@@ -106,10 +106,11 @@ impl Demo {
         self.app.local_addr()
     }
 
-    /// The BatiSimply simulator (to inject faults).
+    /// The BatiSimply simulator (to inject faults). While a clone is held, the demo
+    /// leaves the simulator running when it stops.
     #[must_use]
-    pub fn simulator(&self) -> &SimHandle {
-        &self.sim
+    pub fn simulator(&self) -> Arc<SimHandle> {
+        self.sim.clone()
     }
 
     /// Runs until `stop` fires, then stops the simulator.

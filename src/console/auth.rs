@@ -373,17 +373,24 @@ pub async fn login_page(
     Query(q): Query<LoginQuery>,
 ) -> Response {
     let lang = Lang::of(&headers, console.settings().admin.language);
-    render_login(&console, lang, &q.next, None, StatusCode::OK)
+    let existing = cookie(&headers, LOGIN_COOKIE);
+    render_login(&console, lang, &q.next, existing, None, StatusCode::OK)
 }
 
+/// The sign-in page. The form token is reused while the browser still has it, so a
+/// second load of the page (a prefetch, another tab) does not invalidate the first.
 fn render_login(
     console: &Console,
     lang: Lang,
     next: &str,
+    existing_token: Option<&str>,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let Ok(form_token) = random_token() else {
+    let reusable = existing_token
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned);
+    let Some(form_token) = reusable.or_else(|| random_token().ok()) else {
         return layout::error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, "no randomness");
     };
     let configured = console.settings().admin.password_hash.is_some();
@@ -452,19 +459,28 @@ pub async fn login(State(console): State<Console>, request: Request) -> Response
     let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &console).await else {
         return layout::error_page(lang, StatusCode::BAD_REQUEST, "malformed form");
     };
-    let token_ok =
-        form_cookie.is_some_and(|c| !c.is_empty() && constant_time_eq(&c, &form.login_token));
+    let token_ok = form_cookie
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && constant_time_eq(c, &form.login_token));
     if !token_ok {
         return render_login(
             &console,
             lang,
             &form.next,
+            None,
             Some(lang.t("Formulaire périmé : recommencez.", "Stale form: try again.")),
             StatusCode::FORBIDDEN,
         );
     }
     let Some(hash) = console.settings().admin.password_hash.clone() else {
-        return render_login(&console, lang, &form.next, None, StatusCode::UNAUTHORIZED);
+        return render_login(
+            &console,
+            lang,
+            &form.next,
+            form_cookie.as_deref(),
+            None,
+            StatusCode::UNAUTHORIZED,
+        );
     };
     let password = form.password;
     let matches =
@@ -477,6 +493,7 @@ pub async fn login(State(console): State<Console>, request: Request) -> Response
             &console,
             lang,
             &form.next,
+            form_cookie.as_deref(),
             Some(lang.t("Mot de passe incorrect.", "Wrong password.")),
             StatusCode::UNAUTHORIZED,
         );
