@@ -40,6 +40,8 @@ pub struct Application {
     employees: Option<Arc<dyn EmployeeSource>>,
     /// The settings file the console's configuration page edits.
     settings_path: Option<PathBuf>,
+    /// HTTPS for the admin listener, when `admin.tls_*` are set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Application {
@@ -59,6 +61,10 @@ impl Application {
                     settings.admin.listen
                 )
             })?;
+        let tls = match (&settings.admin.tls_cert_path, &settings.admin.tls_key_path) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let pool = crate::db::lazy_pool(&settings.postgres);
         let health = HealthBoard::from_settings(pool.clone(), &settings);
         let employees: Option<Arc<dyn EmployeeSource>> = if settings.batigest.database.is_empty() {
@@ -72,6 +78,7 @@ impl Application {
             health,
             employees,
             settings_path: None,
+            tls,
             settings,
             pool,
             listener,
@@ -180,7 +187,7 @@ impl Application {
             &tracker,
             &stop,
             "admin listener",
-            serve(self.listener, state, stop.clone()),
+            serve(self.listener, self.tls, state, stop.clone()),
         );
         tracing::info!(addr = %self.settings.admin.listen, "admin listener ready");
 
@@ -257,14 +264,28 @@ async fn prepare_schema(pool: &PgPool, auto_migrate: bool) -> anyhow::Result<()>
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AdminState,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = admin::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .context("admin listener failed")
+    let app = admin::router(state).into_make_service_with_connect_info::<crate::tls::ClientAddr>();
+    match tls {
+        Some(acceptor) => {
+            let listener = crate::tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    }
+    .context("admin listener failed")
 }
 
 /// Spawns a top-level task and reports how it ended; an unexpected end is logged with

@@ -39,3 +39,4 @@ pub mod metrics;
 pub mod outbox;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;

@@ -498,3 +498,56 @@ async fn a_dead_letter_is_grouped_with_its_fix_then_redriven_and_delivered() {
     assert!(detail.contains("livré"), "{detail}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_console_answers_https_and_its_cookies_are_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let generated = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !generated.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "openssl is needed in CI");
+        eprintln!("SKIPPED: openssl not found to make a test certificate");
+        return;
+    }
+    let db = TestDb::new().await;
+    let (mut settings, _) = settings(&db);
+    settings.admin.tls_cert_path = Some(cert);
+    settings.admin.tls_key_path = Some(key);
+    let app = Application::build(settings, None).await.unwrap();
+    let base = format!("https://localhost:{}", app.local_addr().unwrap().port());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap();
+    let response = http.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    let plain = reqwest::get(base.replace("https://", "http://") + "/login").await;
+    assert!(plain.is_err(), "plain HTTP is not served on a TLS listener");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    db.drop().await;
+}

@@ -11,7 +11,7 @@
 //!   a session with the CSRF token in `X-CSRF-Token` for anything but GET.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -217,8 +217,8 @@ fn cookie_header(console: &Console, name: &str, value: &str, max_age: Option<u64
 fn client_ip(request: &Request) -> IpAddr {
     request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .get::<ConnectInfo<crate::tls::ClientAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip())
 }
 
 /// Pages: a live session, and the CSRF token on every POST.
