@@ -231,7 +231,19 @@ async fn office_staff_sign_in_read_the_dashboard_and_redrive_a_dead_letter_in_ch
         .for_element(Locator::Css("form[action='/actions/resume']"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await; // in-flight deliveries finish
+    // Deliveries already under way finish (at BatiSimply's rate limit): wait for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .scalar::<i64>("SELECT count(*) FROM batisync.queue WHERE locked_by IS NOT NULL")
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     b.goto(&format!("{base}/")).await.unwrap();
     let card = "#dashboard section.card[data-flow=chantiers]";
     let backlog: i64 = text_of(&b, &format!("{card} [data-figure=backlog]"))
