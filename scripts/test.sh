@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: local PostgreSQL (installed and started when
-# missing), formatting, lints, then every test.
+# The whole test suite, as CI runs it: local PostgreSQL and headless Chromium (installed
+# when missing), formatting, lints, then every test. Screenshots of the console's
+# end-to-end test land in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/build-deps.sh
+./scripts/browser-deps.sh
 ./scripts/postgres.sh
 export BATISYNC_TEST_PG_HOST=127.0.0.1 BATISYNC_TEST_PG_PORT="${BATISYNC_PGPORT:-55432}"
 export BATISYNC_TEST_PG_USER=batisync BATISYNC_TEST_PG_PASSWORD=batisync

@@ -1,4 +1,5 @@
-//! The admin HTTP surface: health, readiness and metrics (the console lands here too).
+//! The admin HTTP surface: health, readiness and metrics, plus the web console
+//! ([`crate::console`]) when one is given.
 
 use std::time::Duration;
 
@@ -16,15 +17,22 @@ pub struct AdminState {
     pub pool: PgPool,
     /// Where OpenTelemetry exports for Prometheus; `None` disables `/metrics`.
     pub registry: Option<prometheus::Registry>,
+    /// The web console and its API; `None` serves only health and metrics.
+    pub console: Option<crate::console::Console>,
 }
 
 /// Routes of the admin listener.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let console = state.console.clone();
+    let admin = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match console {
+        Some(console) => admin.merge(crate::console::router(console)),
+        None => admin,
+    }
 }
 
 /// The process is up and serving.

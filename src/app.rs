@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::console::pages::employees::SqlServerEmployees;
+use crate::console::{Console, EmployeeSource, HealthBoard};
+use crate::control::FlowControls;
 use crate::dispatch::{self, DispatchSettings, Handler, Runtime};
 use crate::outbox::Outbox;
 use crate::settings::Settings;
@@ -28,6 +32,16 @@ pub struct Application {
     listener: TcpListener,
     registry: Option<prometheus::Registry>,
     flows: Vec<FlowStarter>,
+    /// Pause/resume/"sync now" of every registered flow, shared with the console.
+    controls: FlowControls,
+    /// Connection lights of the console, refreshed by a background task.
+    health: HealthBoard,
+    /// Where the console reads the employee list; `None` without SQL Server.
+    employees: Option<Arc<dyn EmployeeSource>>,
+    /// The settings file the console's configuration page edits.
+    settings_path: Option<PathBuf>,
+    /// HTTPS for the admin listener, when `admin.tls_*` are set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Application {
@@ -47,13 +61,30 @@ impl Application {
                     settings.admin.listen
                 )
             })?;
+        let tls = match (&settings.admin.tls_cert_path, &settings.admin.tls_key_path) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let pool = crate::db::lazy_pool(&settings.postgres);
+        let health = HealthBoard::from_settings(pool.clone(), &settings);
+        let employees: Option<Arc<dyn EmployeeSource>> = if settings.batigest.database.is_empty() {
+            None
+        } else {
+            Some(Arc::new(SqlServerEmployees {
+                settings: settings.batigest.clone(),
+            }))
+        };
         Ok(Self {
+            health,
+            employees,
+            settings_path: None,
+            tls,
             settings,
             pool,
             listener,
             registry,
             flows: Vec::new(),
+            controls: FlowControls::default(),
         })
     }
 
@@ -65,6 +96,7 @@ impl Application {
         settings: DispatchSettings,
     ) -> Self {
         let flow = flow.to_owned();
+        self.controls.flow(&flow);
         self.flows.push(Box::new(move |rt: &Runtime| {
             dispatch::spawn_workers(rt, &flow, handler, &settings);
         }));
@@ -97,6 +129,30 @@ impl Application {
         &self.pool
     }
 
+    /// The flow controls (pause, "sync now") pollers and dispatchers obey.
+    pub fn controls(&self) -> &FlowControls {
+        &self.controls
+    }
+
+    /// The console's connection lights (to replace a probe, as the demo does).
+    pub fn health(&self) -> &HealthBoard {
+        &self.health
+    }
+
+    /// The settings file the console may edit (`--config`).
+    #[must_use]
+    pub fn with_settings_path(mut self, path: Option<PathBuf>) -> Self {
+        self.settings_path = path;
+        self
+    }
+
+    /// Where the console reads the employee list from.
+    #[must_use]
+    pub fn with_employee_source(mut self, source: Arc<dyn EmployeeSource>) -> Self {
+        self.employees = Some(source);
+        self
+    }
+
     /// Runs until `stop` fires, then drains: in-flight work gets the grace period, the
     /// rest is released.
     ///
@@ -105,15 +161,33 @@ impl Application {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let grace = Duration::from_millis(self.settings.admin.shutdown_grace_ms);
+        let console = Console::new(
+            self.pool.clone(),
+            self.controls.clone(),
+            self.health.clone(),
+            self.settings.clone(),
+            self.settings_path.clone(),
+            self.employees.clone(),
+        );
         let state = AdminState {
             pool: self.pool.clone(),
             registry: self.registry.clone(),
+            console: Some(console),
         };
+        let interval = Duration::from_secs(self.settings.admin.health_check_interval_secs);
+        supervise(
+            &tracker,
+            &stop,
+            "connection health checks",
+            self.health
+                .clone()
+                .run_until_stopped(interval, stop.clone()),
+        );
         supervise(
             &tracker,
             &stop,
             "admin listener",
-            serve(self.listener, state, stop.clone()),
+            serve(self.listener, self.tls, state, stop.clone()),
         );
         tracing::info!(addr = %self.settings.admin.listen, "admin listener ready");
 
@@ -122,6 +196,7 @@ impl Application {
             let runtime = Runtime {
                 tracker: tracker.clone(),
                 stop: stop.clone(),
+                controls: self.controls.clone(),
                 ..Runtime::new(Outbox::new(self.pool.clone()), grace)
             };
             start_engine(&runtime, &self.settings);
@@ -189,13 +264,28 @@ async fn prepare_schema(pool: &PgPool, auto_migrate: bool) -> anyhow::Result<()>
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AdminState,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, admin::router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .context("admin listener failed")
+    let app = admin::router(state).into_make_service_with_connect_info::<crate::tls::ClientAddr>();
+    match tls {
+        Some(acceptor) => {
+            let listener = crate::tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    }
+    .context("admin listener failed")
 }
 
 /// Spawns a top-level task and reports how it ended; an unexpected end is logged with

@@ -43,6 +43,19 @@ pub enum Command {
     /// Measure performance (not a test: prints figures).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Web console administration: sign-in password, API token.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the console password: reads it from standard input (twice on a terminal)
+    /// and writes its Argon2id hash to `admin.password_hash` in the settings file.
+    SetPassword,
+    /// Create a bearer token for the JSON API: prints it once and writes its SHA-256 to
+    /// `admin.api_token_sha256` in the settings file.
+    NewApiToken,
 }
 
 /// Flows `batisync resync` knows.
@@ -406,4 +419,100 @@ fn print_detail(d: &inspect::EventDetail) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Shortest console password accepted.
+const MIN_PASSWORD_CHARS: usize = 10;
+
+/// `batisync admin …`.
+///
+/// # Errors
+/// No settings file, a password too short or not confirmed, or the file cannot be
+/// written.
+pub fn admin(config: Option<&std::path::Path>, command: AdminCommand) -> anyhow::Result<()> {
+    let path = config.context(
+        "donnez le fichier de configuration avec --config (ou BATISYNC_CONFIG) / give the \
+         settings file with --config (or BATISYNC_CONFIG)",
+    )?;
+    match command {
+        AdminCommand::SetPassword => {
+            let password = read_password()?;
+            let hash = crate::console::auth::hash_password(&password)?;
+            crate::console::config_file::set_key(path, "admin", "password_hash", &hash)?;
+            eprintln!(
+                "mot de passe de la console enregistré dans / console password saved in {} \
+                 (redémarrez batisync / restart batisync)",
+                path.display()
+            );
+        }
+        AdminCommand::NewApiToken => {
+            let token = crate::console::auth::random_token()
+                .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let digest = crate::console::auth::digest(&token);
+            crate::console::config_file::set_key(path, "admin", "api_token_sha256", &digest)?;
+            eprintln!(
+                "jeton enregistré (empreinte) dans / token saved (as a digest) in {}; it is shown \
+                 once, keep it safe, and restart batisync:",
+                path.display()
+            );
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let read_line = |prompt: &str| -> anyhow::Result<String> {
+        if interactive {
+            eprint!("{prompt}");
+        }
+        let _echo = interactive.then(EchoOff::new);
+        let mut line = String::new();
+        stdin.read_line(&mut line).context("reading the password")?;
+        if interactive {
+            eprintln!();
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    let password = read_line("nouveau mot de passe / new password: ")?;
+    anyhow::ensure!(
+        password.chars().count() >= MIN_PASSWORD_CHARS,
+        "mot de passe trop court / password too short: at least {MIN_PASSWORD_CHARS} characters"
+    );
+    if interactive {
+        let again = read_line("encore une fois / once more: ")?;
+        anyhow::ensure!(
+            again == password,
+            "les deux saisies diffèrent / the two entries differ"
+        );
+    }
+    Ok(password)
+}
+
+/// Hides typed characters on a Unix terminal while alive (best effort; on Windows the
+/// password is visible while typed, so type it where nobody watches, or pipe it).
+struct EchoOff;
+
+impl EchoOff {
+    fn new() -> Self {
+        #[cfg(unix)]
+        let _ = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
+        Self
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = std::process::Command::new("stty")
+            .arg("echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    }
 }

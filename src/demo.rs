@@ -15,11 +15,12 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
-use crate::batigest::Cell;
 use crate::batigest::ledger::{LedgerLimits, MemoryLedger};
 use crate::batigest::spec::chantier_role as role;
+use crate::batigest::{Cell, SourceRow};
 use crate::batisimply::sim::{SimHandle, Simulator, SlotSpec};
 use crate::batisimply::{BatisimplyClient, BatisimplySettings};
+use crate::console::health::{Component, FixedProbe, ProbeResult};
 use crate::flows::chantiers::{self, SimulatedBatigest, simulated};
 use crate::flows::heures::{self, SimulatedEmployees};
 use crate::settings::Settings;
@@ -28,6 +29,7 @@ use crate::settings::Settings;
 const SEED_CHANTIERS: usize = 200;
 /// Time between two simulated Batigest edits.
 const EDIT_EVERY: Duration = Duration::from_secs(2);
+
 /// Time between two simulated field-app actions (a slot entered, validated, corrected).
 const FIELD_EVERY: Duration = Duration::from_secs(3);
 /// Field workers; the last one has no `Salarie.codebs` until the office fills it.
@@ -51,73 +53,153 @@ pub fn simulator_settings(base_url: &str) -> BatisimplySettings {
     }
 }
 
+/// The demo, built and not yet running: the simulator is up and the admin listener
+/// bound, so tests can read the addresses before running it.
+pub struct Demo {
+    app: Application,
+    sim: Arc<SimHandle>,
+    /// The console password when the demo made one up (no `admin.password_hash`).
+    pub console_password: Option<String>,
+}
+
+impl Demo {
+    /// Starts the simulator and builds the application around the simulated ends.
+    ///
+    /// # Errors
+    /// When the simulator, the client or the application cannot start.
+    pub async fn build(
+        mut settings: Settings,
+        registry: Option<prometheus::Registry>,
+    ) -> anyhow::Result<Self> {
+        let sim = Simulator::builder()
+            .spawn("127.0.0.1:0")
+            .await
+            .context("starting the BatiSimply simulator")?;
+        let sim = Arc::new(sim);
+        settings.batisimply = simulator_settings(&sim.base_url);
+        settings.chantiers.enabled = true;
+        settings.heures.enabled = true;
+        settings.heures.poll_interval_ms = DEMO_HEURES_POLL_MS;
+        let console_password = if settings.admin.password_hash.is_none() {
+            let password = crate::console::auth::random_token()
+                .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?[..16]
+                .to_owned();
+            settings.admin.password_hash =
+                Some(crate::console::auth::hash_password(&password)?.into());
+            Some(password)
+        } else {
+            None
+        };
+        let client = BatisimplyClient::new(settings.batisimply.clone())?;
+        let batigest = SimulatedBatigest::new();
+        batigest.seed(1, SEED_CHANTIERS);
+        let employees = Arc::new(SimulatedEmployees::new());
+        for n in 0..WORKERS - 1 {
+            employees.set(&employee_code(n), Some(&worker_id(n)));
+        }
+        employees.set(&employee_code(WORKERS - 1), None);
+        // Office staff who never enter hours: one without an id, two sharing one (the
+        // Salariés page shows both problems).
+        employees.set("SAL090", None);
+        employees.set("SAL091", Some("6f1c2a8e-0004-4c1d-9a11-000000000004"));
+        employees.set("SAL092", Some("6F1C2A8E-0004-4C1D-9A11-000000000004"));
+        let ledger = Arc::new(MemoryLedger::new(LedgerLimits::default()));
+        let dispatch = settings.dispatch.clone();
+        let (chantiers_settings, heures_settings) =
+            (settings.chantiers.clone(), settings.heures.clone());
+        let app = Application::build(settings, registry)
+            .await?
+            .with_employee_source(Arc::new(ConsoleEmployees(employees.clone())));
+        forget_previous_demo_slots(app.pool()).await?;
+        app.health().set_probe(Arc::new(FixedProbe::new(
+            Component::SqlServer,
+            ProbeResult::ok("Batigest SIMULÉ / SIMULATED (en mémoire / in memory)"),
+        )));
+        let (driver, faults) = (batigest.clone(), sim.clone());
+        let app = chantiers::register(
+            app,
+            &chantiers_settings,
+            &dispatch,
+            client.clone(),
+            batigest,
+        )
+        .with_task("simulated Batigest edits", move |rt| {
+            edit_until_stopped(driver, faults, rt.stop.clone())
+        });
+        let field = FieldWorkers {
+            sim: sim.clone(),
+            employees: employees.clone(),
+            ledger: ledger.clone(),
+        };
+        let app = heures::register(app, &heures_settings, &dispatch, client, ledger, employees)?
+            .with_task("simulated field workers", move |rt| {
+                field.work_until_stopped(rt.stop.clone())
+            });
+        Ok(Self {
+            app,
+            sim,
+            console_password,
+        })
+    }
+
+    /// Address of the admin listener (console, health, metrics).
+    ///
+    /// # Errors
+    /// When the listener has no local address.
+    pub fn admin_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        self.app.local_addr()
+    }
+
+    /// The BatiSimply simulator (to inject faults). While a clone is held, the demo
+    /// leaves the simulator running when it stops.
+    #[must_use]
+    pub fn simulator(&self) -> Arc<SimHandle> {
+        self.sim.clone()
+    }
+
+    /// Runs until `stop` fires, then stops the simulator.
+    ///
+    /// # Errors
+    /// When the application fails to start its engine.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let result = self.app.run_until_stopped(stop).await;
+        if let Ok(sim) = Arc::try_unwrap(self.sim) {
+            sim.shutdown().await;
+        }
+        result
+    }
+}
+
 /// Runs the demo until `stop` fires.
 ///
 /// # Errors
 /// When the simulator, the client or the application cannot start.
 pub async fn run(
-    mut settings: Settings,
+    settings: Settings,
     registry: Option<prometheus::Registry>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let sim = Simulator::builder()
-        .spawn("127.0.0.1:0")
-        .await
-        .context("starting the BatiSimply simulator")?;
-    let sim = Arc::new(sim);
-    settings.batisimply = simulator_settings(&sim.base_url);
-    settings.chantiers.enabled = true;
-    settings.heures.enabled = true;
-    settings.heures.poll_interval_ms = DEMO_HEURES_POLL_MS;
-    let client = BatisimplyClient::new(settings.batisimply.clone())?;
-    let batigest = SimulatedBatigest::new();
-    batigest.seed(1, SEED_CHANTIERS);
-    let employees = Arc::new(SimulatedEmployees::new());
-    for n in 0..WORKERS - 1 {
-        employees.set(&employee_code(n), Some(&worker_id(n)));
-    }
-    employees.set(&employee_code(WORKERS - 1), None);
-    let ledger = Arc::new(MemoryLedger::new(LedgerLimits::default()));
-    let dispatch = settings.dispatch.clone();
-    let (chantiers_settings, heures_settings) =
-        (settings.chantiers.clone(), settings.heures.clone());
-    let app = Application::build(settings, registry).await?;
-    forget_previous_demo_slots(app.pool()).await?;
-    print_guide(&app, &sim.base_url)?;
-    let driver = batigest.clone();
-    let app = chantiers::register(
-        app,
-        &chantiers_settings,
-        &dispatch,
-        client.clone(),
-        batigest,
-    )
-    .with_task("simulated Batigest edits", move |rt| {
-        edit_until_stopped(driver, rt.stop.clone())
-    });
-    let field = FieldWorkers {
-        sim: sim.clone(),
-        employees: employees.clone(),
-        ledger: ledger.clone(),
-    };
-    let app = heures::register(app, &heures_settings, &dispatch, client, ledger, employees)?
-        .with_task("simulated field workers", move |rt| {
-            field.work_until_stopped(rt.stop.clone())
-        });
-    let result = app.run_until_stopped(stop).await;
-    if let Ok(sim) = Arc::try_unwrap(sim) {
-        sim.shutdown().await;
-    }
-    result
+    let demo = Demo::build(settings, registry).await?;
+    print_guide(&demo)?;
+    demo.run_until_stopped(stop).await
 }
 
-fn print_guide(app: &Application, sim_url: &str) -> anyhow::Result<()> {
-    let admin = app.local_addr()?;
+fn print_guide(demo: &Demo) -> anyhow::Result<()> {
+    let admin = demo.admin_addr()?;
+    let sim_url = &demo.sim.base_url;
     println!("batisync demo — Batigest SIMULÉ / SIMULATED, BatiSimply SIMULÉ / SIMULATED");
     println!(
-        "  {SEED_CHANTIERS} chantiers, then one edit every {} s",
+        "  {SEED_CHANTIERS} chantiers, then one edit every {} s; now and then BatiSimply \
+         refuses one (a dead letter to re-drive from the console)",
         EDIT_EVERY.as_secs()
     );
+    println!("  console           http://{admin}/");
+    match &demo.console_password {
+        Some(password) => println!("  mot de passe / password  {password}   (demo only)"),
+        None => {
+            println!("  mot de passe / password  the one set with `batisync admin set-password`")
+        }
+    }
     println!("  santé / health    http://{admin}/healthz  /readyz  /metrics");
     println!("  projets / projects {sim_url}/__admin/projects   stats: {sim_url}/__admin/stats");
     println!(
@@ -131,16 +213,40 @@ fn print_guide(app: &Application, sim_url: &str) -> anyhow::Result<()> {
     println!("  créneaux / slots  {sim_url}/__admin/slots   SuiviMO SIMULÉ: see the log lines");
     println!("  état / status     batisync status   (same BATISYNC__POSTGRES__* variables)");
     println!("  SQL  SELECT * FROM batisync.backlog;  SELECT * FROM batisync.dead_letters;");
-    println!("       SELECT * FROM batisync.links WHERE flow = 'chantiers' LIMIT 20;");
     println!("       SELECT source_key, target_id FROM batisync.links WHERE flow = 'heures';");
-    println!("       SELECT * FROM batisync.conflicts ORDER BY decided_at DESC LIMIT 20;");
     println!("  Ctrl-C arrête proprement / stops cleanly");
     Ok(())
+}
+
+/// The demo's SIMULATED employees, as the console's Salariés page reads them.
+struct ConsoleEmployees(Arc<SimulatedEmployees>);
+
+impl crate::console::EmployeeSource for ConsoleEmployees {
+    fn load(&self) -> futures::future::BoxFuture<'_, Result<Vec<SourceRow>, String>> {
+        use crate::batigest::spec::salarie_role as salarie;
+        let rows = self
+            .0
+            .rows()
+            .into_iter()
+            .map(|(code, id)| {
+                let mut cells = std::collections::BTreeMap::new();
+                cells.insert(salarie::CODE, Cell::Text(code.clone()));
+                cells.insert(
+                    salarie::NAME,
+                    Cell::Text(format!("Salarié {code} (SIMULÉ)")),
+                );
+                cells.insert(salarie::BATISIMPLY_ID, id.map_or(Cell::Null, Cell::Text));
+                SourceRow { key: code, cells }
+            })
+            .collect();
+        Box::pin(async move { Ok(rows) })
+    }
 }
 
 /// The simulated Batigest users: edit a label, now and then add or delete a job site.
 async fn edit_until_stopped(
     batigest: SimulatedBatigest,
+    sim: Arc<SimHandle>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut next_code = SEED_CHANTIERS + 1;
@@ -153,6 +259,11 @@ async fn edit_until_stopped(
         let Some(code) = codes.get(fastrand::usize(..codes.len().max(1))).cloned() else {
             continue;
         };
+        if tick % 20 == 0 {
+            // The next BatiSimply call is refused: one event becomes a dead letter.
+            sim.update_faults(|f| f.fail_next.push(422));
+            tracing::info!("SIMULATED BatiSimply: the next request will be refused (422)");
+        }
         if tick % 15 == 0 {
             batigest.delete(&code);
             tracing::info!(%code, "SIMULATED Batigest: chantier deleted");

@@ -9,7 +9,8 @@
 //! - [`dispatch`] runs N workers per flow that claim events and apply them to a target
 //!   through a [`dispatch::Handler`], deciding retry or dead in one place;
 //! - [`app`] supervises everything under one shutdown signal, with the [`admin`] HTTP
-//!   listener (health, readiness, metrics) and [`maintenance`] (lease rescue, pruning).
+//!   listener (health, readiness, metrics, the web [`console`]), [`maintenance`] (lease
+//!   rescue, pruning) and [`control`] (pause, resume, "sync now" per flow).
 //!
 //! Targets and sources: [`batisimply`] (API client and simulator), [`batigest`] (SQL
 //! Server capture and writes).
@@ -27,6 +28,8 @@ pub mod batigest;
 pub mod batisimply;
 pub mod bench;
 pub mod cli;
+pub mod console;
+pub mod control;
 pub mod db;
 pub mod demo;
 pub mod dispatch;
@@ -36,3 +39,4 @@ pub mod metrics;
 pub mod outbox;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;

@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Heures(args)) => {
             batisync::flows::heures::bench::run(&settings, &args).await
         }
+        Command::Admin(command) => batisync::cli::admin(cli.config.as_deref(), command),
         Command::Resync { flow } => batisync::cli::resync(&settings, flow).await,
         Command::Demo => {
             let registry = batisync::metrics::init_prometheus()?;
@@ -47,7 +48,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             let registry = batisync::metrics::init_prometheus()?;
             let stop = shutdown_on_signals();
-            let app = Application::build(settings, Some(registry)).await?;
+            let app = Application::build(settings, Some(registry))
+                .await?
+                .with_settings_path(cli.config.clone());
             batisync::flows::register_enabled(app)?
                 .run_until_stopped(stop)
                 .await

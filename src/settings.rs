@@ -27,7 +27,7 @@ use crate::flows::heures::HeuresSettings;
 pub use load::{SettingsError, load};
 
 /// The whole configuration of one batisync process.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Where batisync keeps its outbox, cursors and links.
@@ -132,14 +132,38 @@ impl Default for OutboxSettings {
     }
 }
 
-/// The admin HTTP listener.
+/// The admin HTTP listener and its web console.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// Address and port to listen on; loopback by default so nothing is exposed.
+    /// Address and port to listen on; loopback by default so nothing is exposed. Any
+    /// other address needs `tls_cert_path` + `tls_key_path`, or
+    /// `allow_plain_http_on_network = true` (behind a TLS reverse proxy).
     pub listen: SocketAddr,
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Argon2id hash (PHC string) of the console password, written by
+    /// `batisync admin set-password`. Unset: nobody can sign in to the console.
+    pub password_hash: Option<SecretString>,
+    /// SHA-256 (hex) of the bearer token of the JSON API, written by
+    /// `batisync admin new-api-token`. Unset: the API only accepts console sessions.
+    pub api_token_sha256: Option<String>,
+    /// Certificate chain (PEM) served by the listener; with `tls_key_path`, enables HTTPS.
+    pub tls_cert_path: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
+    /// Acknowledges serving plain HTTP on a non-loopback address (only behind a TLS
+    /// reverse proxy on a trusted network).
+    pub allow_plain_http_on_network: bool,
+    /// A console session ends after this many minutes without a request.
+    pub session_idle_minutes: u64,
+    /// Sign-in attempts allowed per minute from one address (then refused for a while).
+    pub login_attempts_per_minute: u32,
+    /// Language of the console for a new visitor: `fr` or `en` (each page can switch).
+    pub language: ConsoleLanguage,
+    /// How often the connection lights (PostgreSQL, SQL Server, BatiSimply) are
+    /// refreshed in the background, in seconds. Pages never open connections.
+    pub health_check_interval_secs: u64,
 }
 
 impl Default for AdminSettings {
@@ -147,8 +171,82 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_ms: 10_000,
+            password_hash: None,
+            api_token_sha256: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            allow_plain_http_on_network: false,
+            session_idle_minutes: 60,
+            login_attempts_per_minute: 5,
+            language: ConsoleLanguage::Fr,
+            health_check_interval_secs: 30,
         }
     }
+}
+
+impl AdminSettings {
+    /// True when the listener serves HTTPS itself.
+    #[must_use]
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_path.is_some() && self.tls_key_path.is_some()
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
+            return Err(SettingsError::invalid(
+                "admin.tls_key_path",
+                "set both admin.tls_cert_path and admin.tls_key_path, or neither",
+            ));
+        }
+        if !self.listen.ip().is_loopback()
+            && !self.tls_enabled()
+            && !self.allow_plain_http_on_network
+        {
+            return Err(SettingsError::invalid(
+                "admin.listen",
+                format!(
+                    "{} n'est pas une adresse locale : configurez admin.tls_cert_path et \
+                     admin.tls_key_path, ou acceptez le HTTP en clair avec \
+                     admin.allow_plain_http_on_network = true / is not a loopback address: \
+                     set admin.tls_cert_path and admin.tls_key_path, or acknowledge plain \
+                     HTTP with admin.allow_plain_http_on_network = true",
+                    self.listen
+                ),
+            ));
+        }
+        if let Some(hash) = &self.api_token_sha256
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(SettingsError::invalid(
+                "admin.api_token_sha256",
+                "expected 64 hexadecimal digits (use `batisync admin new-api-token`)",
+            ));
+        }
+        if self.session_idle_minutes == 0 || self.login_attempts_per_minute == 0 {
+            return Err(SettingsError::invalid(
+                "admin.session_idle_minutes",
+                "session_idle_minutes and login_attempts_per_minute must be at least 1",
+            ));
+        }
+        if self.health_check_interval_secs == 0 {
+            return Err(SettingsError::invalid(
+                "admin.health_check_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Languages of the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleLanguage {
+    /// French (default).
+    #[default]
+    Fr,
+    /// English.
+    En,
 }
 
 /// Log output.
@@ -185,6 +283,7 @@ impl Settings {
         self.batigest.validate("batigest")?;
         self.chantiers.validate("chantiers")?;
         self.heures.validate("heures")?;
+        self.admin.validate()?;
         if self.postgres.max_connections == 0 {
             return Err(SettingsError::invalid(
                 "postgres.max_connections",

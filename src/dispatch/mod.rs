@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
+use crate::control::{FlowControl, FlowControls};
 use crate::outbox::{Event, Failure, Outbox, OutboxError, RetryPolicy, notify::Wakers};
 
 pub use settings::DispatchSettings;
@@ -82,6 +83,8 @@ pub struct Dispatcher<H> {
     settings: DispatchSettings,
     policy: RetryPolicy,
     wakers: Wakers,
+    /// Paused from the console: the worker loop claims nothing.
+    control: Arc<FlowControl>,
 }
 
 /// The result of running the handler on one event.
@@ -109,7 +112,15 @@ impl<H: Handler> Dispatcher<H> {
             settings,
             policy,
             wakers,
+            control: FlowControls::default().flow(flow),
         }
+    }
+
+    /// Obeys the given flow control (pause/resume) instead of a private one.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<FlowControl>) -> Self {
+        self.control = control;
+        self
     }
 
     pub fn worker_id(&self) -> &str {

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{DispatchSettings, Dispatcher, Handler};
+use crate::control::FlowControls;
 use crate::outbox::{Event, Outbox, notify::Wakers};
 
 /// The shared pieces every worker of a process runs with.
@@ -20,6 +21,8 @@ pub struct Runtime {
     pub wakers: Wakers,
     /// How long in-flight work may continue after `stop`.
     pub grace: Duration,
+    /// Pause, resume and "sync now" of every flow (shared with the console).
+    pub controls: FlowControls,
 }
 
 impl Runtime {
@@ -30,6 +33,7 @@ impl Runtime {
             outbox,
             wakers: Wakers::default(),
             grace,
+            controls: FlowControls::default(),
         }
     }
 }
@@ -51,7 +55,8 @@ pub fn spawn_workers<H: Handler>(
             handler.clone(),
             settings.clone(),
             rt.wakers.clone(),
-        );
+        )
+        .with_control(rt.controls.flow(flow));
         let stop = rt.stop.clone();
         let grace = rt.grace;
         rt.tracker
@@ -66,6 +71,13 @@ impl<H: Handler> Dispatcher<H> {
         let notify = self.wakers.for_flow(&self.flow);
         let mut db_failures: u32 = 0;
         while !stop.is_cancelled() {
+            if self.control.is_paused() {
+                // Paused from the console: claim nothing until resumed.
+                if !self.control.wait_while_paused(&stop).await {
+                    break;
+                }
+                continue;
+            }
             // Registered before claiming so that a NOTIFY arriving meanwhile is not lost.
             let notified = notify.notified();
             tokio::pin!(notified);

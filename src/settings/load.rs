@@ -314,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn a_network_address_needs_tls_or_an_acknowledgement() {
+        let f = file_with("[admin]\nlisten = \"0.0.0.0:8080\"\n");
+        let err = load(Some(f.path()), env(&[])).unwrap_err();
+        assert_eq!(err.key(), Some("admin.listen"));
+        let acknowledged = env(&[("BATISYNC__ADMIN__ALLOW_PLAIN_HTTP_ON_NETWORK", "true")]);
+        assert!(load(Some(f.path()), acknowledged).is_ok());
+        let half_tls = file_with("[admin]\ntls_cert_path = \"cert.pem\"\n");
+        let err = load(Some(half_tls.path()), env(&[])).unwrap_err();
+        assert_eq!(err.key(), Some("admin.tls_key_path"));
+    }
+
+    #[test]
     fn cross_field_validation_names_the_key() {
         let f = file_with("[dispatch]\nworkers = 0\n");
         let err = load(Some(f.path()), env(&[])).unwrap_err();

@@ -51,9 +51,22 @@ pub fn register<S: ChangeSource>(
         settings.clone(),
     ));
     let dispatch = settings.dispatch_or(dispatch).clone();
+    let control = app.controls().flow(FLOW);
+    let (resync_pool, sources) = (pool.clone(), vec![source.source_name()]);
+    control.set_resync(Arc::new(move || {
+        let (pool, sources) = (resync_pool.clone(), sources.clone());
+        Box::pin(async move {
+            request_resync(&pool, &sources)
+                .await
+                .map(|_| "relecture complète demandée / full re-read requested".to_owned())
+                .map_err(|e| format!("PostgreSQL: {e}"))
+        })
+    }));
     app.with_flow(FLOW, handler, dispatch)
         .with_task("chantiers poller", move |rt| {
-            Poller::new(source, pool, settings).run_until_stopped(rt.stop.clone())
+            Poller::new(source, pool, settings)
+                .with_control(control)
+                .run_until_stopped(rt.stop.clone())
         })
 }
 

@@ -16,6 +16,7 @@ use super::mapping::payload_of;
 use super::settings::ChantiersSettings;
 use super::source::ChangeSource;
 use crate::batigest::{BatigestError, CaptureBatch, Change, snapshot_store};
+use crate::control::{FlowControl, FlowControls};
 use crate::outbox::loads::{self, LoadStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
 
@@ -54,6 +55,8 @@ pub struct Poller<S> {
     source: S,
     pool: PgPool,
     settings: Arc<ChantiersSettings>,
+    /// Pause, "sync now" and the last poll's outcome, shared with the console.
+    control: Arc<FlowControl>,
 }
 
 impl<S: ChangeSource> Poller<S> {
@@ -63,7 +66,15 @@ impl<S: ChangeSource> Poller<S> {
             source,
             pool,
             settings,
+            control: FlowControls::default().flow(FLOW),
         }
+    }
+
+    /// Obeys (and reports to) the given flow control instead of a private one.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<FlowControl>) -> Self {
+        self.control = control;
+        self
     }
 
     /// One step: reads after the stored cursor, then stores the events, the new cursor
@@ -148,11 +159,18 @@ impl<S: ChangeSource> Poller<S> {
         interval: Duration,
         stop: &CancellationToken,
     ) {
+        if !self.control.wait_while_paused(stop).await {
+            return;
+        }
         while !stop.is_cancelled() {
-            if let Err(error) = self.try_poll_once().await {
+            let result = self.try_poll_once().await;
+            self.control.record_poll(&result);
+            if let Err(error) = result {
                 tracing::warn!(flow = FLOW, error = %error, "poll failed; trying again at the next interval");
             }
-            sleep_or_stop(interval, stop).await;
+            if !self.control.wait_turn(interval, stop).await {
+                return;
+            }
             if !lock.is_held().await {
                 tracing::warn!(
                     flow = FLOW,

@@ -106,6 +106,12 @@ impl SimulatedEmployees {
         rows.push((code.to_owned(), codebs.map(str::to_owned)));
     }
 
+    /// Every employee code and its `codebs`, in the order set.
+    #[must_use]
+    pub fn rows(&self) -> Vec<(String, Option<String>)> {
+        self.lock().clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Option<String>)>> {
         self.rows
             .lock()

@@ -429,3 +429,38 @@ impl ProjectCodes {
         Ok(code)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::reasons::classify;
+
+    fn text(e: DispatchError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn dead_letter_reasons_are_explained_by_the_console() {
+        let unmapped = format!(
+            "{UNMAPPED_EMPLOYEE}: créneau / slot 7 du 2026-11-02 08:00:00: {}",
+            EmployeeLookupError::Unmapped {
+                user_id: "3f2a".into()
+            }
+        );
+        assert_eq!(classify(&unmapped).key, "employee-unmapped");
+        assert_eq!(
+            crate::console::reasons::unmapped_user_id(&unmapped).as_deref(),
+            Some("3f2a")
+        );
+        assert_eq!(
+            classify(&text(collision("7", "CH|SAL|2026-11-02 08:00", Some("8")))).key,
+            "suivimo-collision"
+        );
+        assert_eq!(
+            classify(&text(duplicates("7", "CH|SAL|2026-11-02 08:00", 2))).key,
+            "suivimo-collision"
+        );
+        let unknown = format!("{UNKNOWN_CHANTIER}: le projet BatiSimply 9 n'a pas de projectCode");
+        assert_eq!(classify(&unknown).key, "unknown-project");
+    }
+}

@@ -72,10 +72,23 @@ pub fn register<L: LedgerWriter + 'static, E: EmployeeSource>(
         settings.clone(),
     )?);
     let dispatch = settings.dispatch_or(dispatch).clone();
+    let control = app.controls().flow(FLOW);
+    let resync_pool = pool.clone();
+    control.set_resync(Arc::new(move || {
+        let pool = resync_pool.clone();
+        Box::pin(async move {
+            request_resync(&pool)
+                .await
+                .map(|_| "relecture complète demandée / full re-read requested".to_owned())
+                .map_err(|e| format!("PostgreSQL: {e}"))
+        })
+    }));
     Ok(app
         .with_flow(FLOW, handler, dispatch)
         .with_task("heures poller", move |rt| {
-            Poller::new(client, pool, settings, employees).run_until_stopped(rt.stop.clone())
+            Poller::new(client, pool, settings, employees)
+                .with_control(control)
+                .run_until_stopped(rt.stop.clone())
         }))
 }
 

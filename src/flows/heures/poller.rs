@@ -31,6 +31,7 @@ use super::slot::SlotPayload;
 use super::store::{self, CaptureRow};
 use crate::batigest::EmployeeMap;
 use crate::batisimply::{BatisimplyClient, BatisimplyError, Listing, RecordError, TimeSlot};
+use crate::control::{FlowControl, FlowControls};
 use crate::flows::chantiers::poller::{PollerLock, lock_key, sleep_or_stop};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, Outbox, OutboxError};
 
@@ -85,6 +86,8 @@ pub struct Poller<E> {
     employees: Arc<EmployeeDirectory<E>>,
     /// The employee map the last re-drive pass used, and when it ran.
     redriven_with: Option<(Arc<EmployeeMap>, std::time::Instant)>,
+    /// Pause, "sync now" and poll status shared with the console.
+    control: Arc<FlowControl>,
 }
 
 impl<E: EmployeeSource> Poller<E> {
@@ -100,7 +103,15 @@ impl<E: EmployeeSource> Poller<E> {
             settings,
             employees,
             redriven_with: None,
+            control: FlowControls::default().flow(FLOW),
         }
+    }
+
+    /// Obeys (and reports to) the given flow control instead of a private one.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<FlowControl>) -> Self {
+        self.control = control;
+        self
     }
 
     fn pool(&self) -> &PgPool {
@@ -308,12 +319,19 @@ impl<E: EmployeeSource> Poller<E> {
         interval: Duration,
         stop: &CancellationToken,
     ) {
+        if !self.control.wait_while_paused(stop).await {
+            return;
+        }
         while !stop.is_cancelled() {
-            if let Err(error) = self.try_poll_once().await {
+            let result = self.try_poll_once().await;
+            self.control.record_poll(&result);
+            if let Err(error) = result {
                 tracing::warn!(flow = FLOW, %error, "poll failed; trying again at the next interval");
             }
             self.refresh_and_redrive().await;
-            sleep_or_stop(interval, stop).await;
+            if !self.control.wait_turn(interval, stop).await {
+                return;
+            }
             if !lock.is_held().await {
                 tracing::warn!(
                     flow = FLOW,
