@@ -165,6 +165,7 @@ async fn polling_the_same_window_twice_enqueues_nothing_new() {
     assert_eq!(first.captured.inserted, 50);
     assert_eq!((second.read, second.changed, second.vanished), (50, 0, 0));
     assert_eq!(second.captured.inserted, 0);
+    assert!(first.load.is_some() && second.load.is_none());
     let events: i64 = h.db.scalar("SELECT count(*) FROM batisync.outbox").await;
     assert_eq!(events, 50);
     h.finish().await;

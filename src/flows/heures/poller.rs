@@ -33,6 +33,7 @@ use crate::batigest::EmployeeMap;
 use crate::batisimply::{BatisimplyClient, BatisimplyError, Listing, RecordError, TimeSlot};
 use crate::control::{FlowControl, FlowControls};
 use crate::flows::chantiers::poller::{PollerLock, lock_key, sleep_or_stop};
+use crate::outbox::loads::{self, LoadStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, Outbox, OutboxError};
 
 /// Cursor name of the time-slot source in `batisync.cursors`.
@@ -67,6 +68,9 @@ pub struct PollReport {
     pub vanished: usize,
     /// What the outbox stored.
     pub captured: CaptureReport,
+    /// The load recorded by a first full read (first run, resync; its progress:
+    /// [`loads::latest`]).
+    pub load: Option<LoadStarted>,
 }
 
 /// Where the reads stand.
@@ -172,10 +176,19 @@ impl<E: EmployeeSource> Poller<E> {
             expected: stored.as_ref(),
             next: &next,
         };
+        // Without a cursor (first run, resync) the whole window is a load: its events
+        // are those stored after this mark.
+        let mark = match stored {
+            None => Some(loads::event_mark(&mut tx).await?),
+            Some(_) => None,
+        };
         report.captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
         store::record_captures(&mut tx, &rows, &vanished).await?;
         if report.window_read {
             store::forget_captures_before(&mut tx, window.0 - overlap).await?;
+        }
+        if let Some(mark) = mark {
+            report.load = Some(loads::record(&mut tx, FLOW, SOURCE, mark).await?);
         }
         tx.commit().await?;
         let metrics = crate::metrics::get();
