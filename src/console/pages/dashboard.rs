@@ -64,6 +64,20 @@ pub struct FlowCard {
     /// The last error, in plain words, and when it happened.
     pub last_error: Option<(DateTime<Utc>, String)>,
     pub figures: FlowFigures,
+    /// A full load (first run, resync) still being delivered.
+    pub load: Option<LoadCard>,
+}
+
+/// Progress of a running full load, as the card shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadCard {
+    pub done: i64,
+    pub dead: i64,
+    pub total: i64,
+    /// Percentage finished (done or dead).
+    pub percent: f64,
+    pub rate_per_s: Option<f64>,
+    pub eta_seconds: Option<u64>,
 }
 
 /// The cards of every flow: registered ones first, then those only the outbox knows.
@@ -72,6 +86,27 @@ pub struct FlowCard {
 /// Database errors.
 pub async fn flow_cards(console: &Console) -> Result<Vec<FlowCard>, sqlx::Error> {
     let mut figures = data::flow_figures(console.pool()).await?;
+    let mut loads: std::collections::HashMap<String, LoadCard> =
+        crate::outbox::loads::latest(console.pool())
+            .await
+            .map_err(|e| match e {
+                crate::outbox::OutboxError::Database(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?
+            .into_iter()
+            .filter(crate::outbox::loads::LoadProgress::is_running)
+            .map(|l| {
+                let card = LoadCard {
+                    done: l.done,
+                    dead: l.dead,
+                    total: l.total,
+                    percent: l.fraction() * 100.0,
+                    rate_per_s: l.rate_per_s,
+                    eta_seconds: l.eta.map(|d| d.as_secs()),
+                };
+                (l.flow, card)
+            })
+            .collect();
     let names = console.flow_names(figures.keys().cloned().collect::<Vec<_>>());
     Ok(names
         .into_iter()
@@ -99,6 +134,7 @@ pub async fn flow_cards(console: &Console) -> Result<Vec<FlowCard>, sqlx::Error>
                 sync_pending: control.as_ref().is_some_and(|c| c.sync_pending()),
                 last_error,
                 figures: f,
+                load: loads.remove(&flow),
                 flow,
             }
         })
@@ -196,6 +232,16 @@ fn flow_card(lang: Lang, c: &FlowCard) -> Markup {
                      @if c.sync_pending { " · " span.muted { (lang.t("synchronisation demandée", "sync requested")) } } }
                 dt { (lang.t("Dernière livraison", "Last delivery")) }
                 dd { (maybe_datetime(f.last_delivery_at)) }
+            }
+            @if let Some(load) = &c.load {
+                p.alert.info.small data-figure="load" {
+                    strong { (lang.t("Chargement complet", "Full load")) " : " }
+                    (load.done) " / " (load.total) " (" (format!("{:.1}", load.percent)) " %)"
+                    @if let Some(rate) = load.rate_per_s { ", " (format!("{rate:.1}")) "/s" }
+                    @if let Some(eta) = load.eta_seconds { ", " (lang.t("fin dans", "ETA")) " " (age(lang, eta as f64)) }
+                    @if load.dead > 0 { ", " (load.dead) " " (lang.t("en échec", "dead")) }
+                    progress max=(load.total.max(1)) value=(load.done + load.dead) {}
+                }
             }
             @if let Some((at, text)) = &c.last_error {
                 @let reason = reasons::classify(text);
