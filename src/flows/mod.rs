@@ -8,6 +8,7 @@
 pub mod chantiers;
 pub mod conflicts;
 pub mod heures;
+pub mod polling;
 
 use std::sync::Arc;
 

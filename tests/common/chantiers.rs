@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use batisync::batisimply::sim::{Faults, SimHandle, Simulator};
 use batisync::batisimply::{BatisimplyClient, BatisimplySettings, Project};
@@ -101,35 +100,7 @@ impl Harness {
 
     /// Dispatches until nothing is open, making retries due at once.
     pub async fn drain(&self) -> BatchOutcome {
-        let mut total = BatchOutcome::default();
-        for _ in 0..100_000 {
-            let outcome = self
-                .dispatcher
-                .try_dispatch_batch()
-                .await
-                .expect("dispatch");
-            total.claimed += outcome.claimed;
-            total.applied += outcome.applied;
-            total.retried += outcome.retried;
-            total.dead += outcome.dead;
-            if outcome.is_empty() {
-                if self.open_events().await == 0 {
-                    return total;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                self.db.make_retries_due().await;
-            }
-        }
-        panic!("events still open after 100000 dispatch steps");
-    }
-
-    pub async fn open_events(&self) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM batisync.outbox WHERE status IN ('waiting', 'pending', 'in_flight')",
-        )
-        .fetch_one(&self.db.pool)
-        .await
-        .expect("count")
+        crate::common::drain(&self.db, &self.dispatcher).await
     }
 
     pub fn projects_by_code(&self) -> HashMap<String, Vec<Project>> {

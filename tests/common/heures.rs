@@ -2,7 +2,6 @@
 //! simulated ledger (or the real SQL Server one), a poller and a dispatcher.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use batisync::batigest::ledger::{LedgerLimits, LedgerRow, LedgerWriter, MemoryLedger};
 use batisync::batisimply::sim::{Faults, SimConfig, SimHandle, Simulator, SlotSpec};
@@ -156,26 +155,7 @@ impl<L: LedgerWriter + 'static> Harness<L> {
 
     /// Dispatches until nothing is open, making retries due at once.
     pub async fn drain(&self) -> BatchOutcome {
-        let mut total = BatchOutcome::default();
-        for _ in 0..100_000 {
-            let outcome = self
-                .dispatcher
-                .try_dispatch_batch()
-                .await
-                .expect("dispatch");
-            total.claimed += outcome.claimed;
-            total.applied += outcome.applied;
-            total.retried += outcome.retried;
-            total.dead += outcome.dead;
-            if outcome.is_empty() {
-                if self.db.scalar::<i64>("SELECT count(*) FROM batisync.outbox WHERE status IN ('waiting', 'pending', 'in_flight')").await == 0 {
-                    return total;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                self.db.make_retries_due().await;
-            }
-        }
-        panic!("events still open after 100000 dispatch steps");
+        crate::common::drain(&self.db, &self.dispatcher).await
     }
 
     /// `(status, outcome, last_error)` of a slot's events, oldest first.

@@ -137,3 +137,29 @@ pub fn event(key: &str, version: u64) -> NewEvent {
         source_modified_at: None,
     }
 }
+
+/// Dispatches until no event is open, making retries due at once.
+pub async fn drain<H: batisync::dispatch::Handler>(
+    db: &TestDb,
+    dispatcher: &batisync::dispatch::Dispatcher<H>,
+) -> batisync::dispatch::BatchOutcome {
+    let mut total = batisync::dispatch::BatchOutcome::default();
+    for _ in 0..100_000 {
+        let outcome = dispatcher.try_dispatch_batch().await.expect("dispatch");
+        total.claimed += outcome.claimed;
+        total.applied += outcome.applied;
+        total.retried += outcome.retried;
+        total.dead += outcome.dead;
+        if outcome.is_empty() {
+            let open: i64 = db
+                .scalar("SELECT count(*) FROM batisync.outbox WHERE status IN ('waiting', 'pending', 'in_flight')")
+                .await;
+            if open == 0 {
+                return total;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            db.make_retries_due().await;
+        }
+    }
+    panic!("events still open after 100000 dispatch steps");
+}

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +16,8 @@ use super::settings::ChantiersSettings;
 use super::source::ChangeSource;
 use crate::batigest::{BatigestError, CaptureBatch, Change, snapshot_store};
 use crate::control::{FlowControl, FlowControls};
+use crate::flows::polling::{self, Poll, Schedule};
+pub use crate::flows::polling::{PollerLock, lock_key};
 use crate::outbox::loads::{self, LoadStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
 
@@ -133,52 +134,24 @@ impl<S: ChangeSource> Poller<S> {
     /// # Errors
     /// None so far: failures are logged and retried; the signature leaves room.
     pub async fn run_until_stopped(mut self, stop: CancellationToken) -> anyhow::Result<()> {
-        let interval = Duration::from_millis(self.settings.poll_interval_ms);
-        let key = lock_key(&self.source.source_name());
-        while !stop.is_cancelled() {
-            match PollerLock::try_acquire(&self.pool, key).await {
-                Ok(Some(lock)) => {
-                    tracing::info!(
-                        flow = FLOW,
-                        "this process polls Batigest (advisory lock held)"
-                    );
-                    self.poll_while_locked(&lock, interval, &stop).await;
-                    lock.release().await;
-                }
-                Ok(None) => tracing::debug!(flow = FLOW, "another process polls; dispatching only"),
-                Err(error) => tracing::warn!(flow = FLOW, %error, "cannot take the poller lock"),
-            }
-            sleep_or_stop(interval.saturating_mul(2), &stop).await;
-        }
+        let schedule = Schedule {
+            flow: FLOW,
+            source: self.source.source_name(),
+            interval: Duration::from_millis(self.settings.poll_interval_ms),
+            pool: self.pool.clone(),
+            control: self.control.clone(),
+        };
+        polling::run_until_stopped(&mut self, &schedule, &stop).await;
         Ok(())
     }
+}
 
-    async fn poll_while_locked(
-        &mut self,
-        lock: &PollerLock,
-        interval: Duration,
-        stop: &CancellationToken,
-    ) {
-        if !self.control.wait_while_paused(stop).await {
-            return;
-        }
-        while !stop.is_cancelled() {
-            let result = self.try_poll_once().await;
-            self.control.record_poll(&result);
-            if let Err(error) = result {
-                tracing::warn!(flow = FLOW, error = %error, "poll failed; trying again at the next interval");
-            }
-            if !self.control.wait_turn(interval, stop).await {
-                return;
-            }
-            if !lock.is_held().await {
-                tracing::warn!(
-                    flow = FLOW,
-                    "lost the poller lock connection; taking it again"
-                );
-                return;
-            }
-        }
+impl<S: ChangeSource> Poll for Poller<S> {
+    type Report = PollReport;
+    type Error = PollError;
+
+    fn poll_once(&mut self) -> impl Future<Output = Result<PollReport, PollError>> + Send {
+        self.try_poll_once()
     }
 }
 
@@ -252,64 +225,6 @@ async fn load_cursor(conn: &mut PgConnection, source: &str) -> Result<Option<Val
         .bind(source)
         .fetch_optional(conn)
         .await
-}
-
-/// The advisory lock key of a source: the first 8 bytes of a SHA-256 of its name.
-#[must_use]
-pub fn lock_key(source: &str) -> i64 {
-    let digest = Sha256::digest(format!("batisync:poller:{source}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
-}
-
-/// A session advisory lock on a connection of its own, taken out of the pool: the lock
-/// lives exactly as long as this connection, so a crashed process releases it.
-pub struct PollerLock {
-    /// Locked so that the liveness check and the release do not overlap.
-    conn: tokio::sync::Mutex<PgConnection>,
-    key: i64,
-}
-
-impl PollerLock {
-    /// Takes the lock if no other session holds it.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn try_acquire(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
-        let mut conn = pool.acquire().await?.detach();
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await?;
-        Ok(locked.then(|| Self {
-            conn: tokio::sync::Mutex::new(conn),
-            key,
-        }))
-    }
-
-    /// Whether the lock's connection is still alive (so the lock still held).
-    pub async fn is_held(&self) -> bool {
-        let mut conn = self.conn.lock().await;
-        sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
-    }
-
-    /// Releases the lock and closes its connection.
-    pub async fn release(self) {
-        let mut conn = self.conn.into_inner();
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
-    }
-}
-
-pub(crate) async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        () = stop.cancelled() => {}
-        () = tokio::time::sleep(delay) => {}
-    }
 }
 
 #[cfg(test)]

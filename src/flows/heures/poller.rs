@@ -32,7 +32,7 @@ use super::store::{self, CaptureRow};
 use crate::batigest::EmployeeMap;
 use crate::batisimply::{BatisimplyClient, BatisimplyError, Listing, RecordError, TimeSlot};
 use crate::control::{FlowControl, FlowControls};
-use crate::flows::chantiers::poller::{PollerLock, lock_key, sleep_or_stop};
+use crate::flows::polling::{self, Poll, Schedule};
 use crate::outbox::loads::{self, LoadStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, Outbox, OutboxError};
 
@@ -301,58 +301,34 @@ impl<E: EmployeeSource> Poller<E> {
     }
 
     /// Polls every `poll_interval_ms` while this process holds the source's advisory
-    /// lock; waits for the lock otherwise. Returns when `stop` fires.
+    /// lock (refreshing the employee map and re-driving after each poll); waits for the
+    /// lock otherwise. Returns when `stop` fires.
     ///
     /// # Errors
     /// None so far: failures are logged and retried.
     pub async fn run_until_stopped(mut self, stop: CancellationToken) -> anyhow::Result<()> {
-        let interval = Duration::from_millis(self.settings.poll_interval_ms);
-        let key = lock_key(SOURCE);
-        while !stop.is_cancelled() {
-            match PollerLock::try_acquire(self.pool(), key).await {
-                Ok(Some(lock)) => {
-                    tracing::info!(
-                        flow = FLOW,
-                        "this process polls BatiSimply time slots (advisory lock held)"
-                    );
-                    self.poll_while_locked(&lock, interval, &stop).await;
-                    lock.release().await;
-                }
-                Ok(None) => tracing::debug!(flow = FLOW, "another process polls; dispatching only"),
-                Err(error) => tracing::warn!(flow = FLOW, %error, "cannot take the poller lock"),
-            }
-            sleep_or_stop(interval.saturating_mul(2), &stop).await;
-        }
+        let schedule = Schedule {
+            flow: FLOW,
+            source: SOURCE.to_owned(),
+            interval: Duration::from_millis(self.settings.poll_interval_ms),
+            pool: self.pool().clone(),
+            control: self.control.clone(),
+        };
+        polling::run_until_stopped(&mut self, &schedule, &stop).await;
         Ok(())
     }
+}
 
-    async fn poll_while_locked(
-        &mut self,
-        lock: &PollerLock,
-        interval: Duration,
-        stop: &CancellationToken,
-    ) {
-        if !self.control.wait_while_paused(stop).await {
-            return;
-        }
-        while !stop.is_cancelled() {
-            let result = self.try_poll_once().await;
-            self.control.record_poll(&result);
-            if let Err(error) = result {
-                tracing::warn!(flow = FLOW, %error, "poll failed; trying again at the next interval");
-            }
-            self.refresh_and_redrive().await;
-            if !self.control.wait_turn(interval, stop).await {
-                return;
-            }
-            if !lock.is_held().await {
-                tracing::warn!(
-                    flow = FLOW,
-                    "lost the poller lock connection; taking it again"
-                );
-                return;
-            }
-        }
+impl<E: EmployeeSource> Poll for Poller<E> {
+    type Report = PollReport;
+    type Error = PollError;
+
+    fn poll_once(&mut self) -> impl Future<Output = Result<PollReport, PollError>> + Send {
+        self.try_poll_once()
+    }
+
+    fn after_poll(&mut self) -> impl Future<Output = ()> + Send {
+        self.refresh_and_redrive()
     }
 }
 
