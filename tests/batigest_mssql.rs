@@ -929,3 +929,60 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
     h.finish().await;
     server.drop().await;
 }
+
+/// The chantiers flow end to end with the real source: SQL Server `ChantierDef` (Change
+/// Tracking) → poller → outbox → dispatcher → BatiSimply simulator; an edit and a
+/// delete made in SQL Server follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chantiers_flow_reads_chantier_def_and_keeps_projects_current() {
+    use batisync::batisimply::sim::Faults;
+    use batisync::flows::chantiers::{ChantiersSettings, Poller, SqlServerChantiers};
+
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url, true).await;
+    server.exec(SEED).await;
+    let settings = ChantiersSettings {
+        finished_states: vec!["T".into()],
+        ..ChantiersSettings::default()
+    };
+    let h = chantiers::Harness::new(settings.clone(), Faults::default()).await;
+    let mut poller = Poller::new(
+        SqlServerChantiers::new(server.settings.clone()),
+        h.db.pool.clone(),
+        Arc::new(settings),
+    );
+
+    // Initial load: five job sites, five projects with their fields.
+    let first = poller.try_poll_once().await.expect("first poll");
+    let outcome = h.drain().await;
+    assert!(first.full_snapshot);
+    assert_eq!(
+        (first.captured.inserted, outcome.applied, outcome.dead),
+        (5, 5, 0)
+    );
+    let project = h.project("00000001");
+    assert_eq!(project.data.customer_name.as_deref(), Some("Société Élan"));
+    assert_eq!(h.project("00000004").data.is_finished, Some(true));
+
+    // An edit in Batigest propagates; a delete archives.
+    server
+        .exec(
+            "UPDATE dbo.ChantierDef SET Libelle = N'Toiture et zinguerie' WHERE Code = '00000001'",
+        )
+        .await;
+    server
+        .exec("DELETE FROM dbo.ChantierDef WHERE Code = '00000005'")
+        .await;
+    let second = poller.try_poll_once().await.expect("second poll");
+    let outcome = h.drain().await;
+    assert!(!second.full_snapshot);
+    assert_eq!((second.captured.inserted, outcome.dead), (2, 0));
+    assert_eq!(
+        h.project("00000001").data.comment.as_deref(),
+        Some("Toiture et zinguerie")
+    );
+    assert_eq!(h.project("00000005").data.is_archived, Some(true));
+    assert_eq!(h.projects_by_code().len(), 5, "no duplicate project");
+    h.finish().await;
+    server.drop().await;
+}
