@@ -2,6 +2,7 @@
 //! poll's transaction, and summarised from the outbox for the console's journal.
 
 mod common;
+#[allow(dead_code)] // the harness serves several test files
 #[path = "common/chantiers.rs"]
 mod harness;
 
