@@ -218,8 +218,11 @@ fn print_guide(demo: &Demo) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's SIMULATED employees, as the console's Salariés page reads them.
-struct ConsoleEmployees(Arc<SimulatedEmployees>);
+/// The demo's SIMULATED employees, as the console's Salariés page reads (and, with
+/// `admin.allow_codebs_write`, writes) them. A write goes to the same
+/// [`SimulatedEmployees`] the `heures` flow reads, so the flow then re-drives the dead
+/// letters of that employee by itself, as it would after an edit in Batigest.
+pub struct ConsoleEmployees(pub Arc<SimulatedEmployees>);
 
 impl crate::console::EmployeeSource for ConsoleEmployees {
     fn load(&self) -> futures::future::BoxFuture<'_, Result<Vec<SourceRow>, String>> {
@@ -240,6 +243,21 @@ impl crate::console::EmployeeSource for ConsoleEmployees {
             })
             .collect();
         Box::pin(async move { Ok(rows) })
+    }
+
+    fn set_batisimply_id<'a>(
+        &'a self,
+        code: &'a str,
+        id: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        let known = self.0.rows().iter().any(|(c, _)| c == code);
+        let result = if known {
+            self.0.set(code, id);
+            Ok(())
+        } else {
+            Err(crate::console::pages::employees::no_such_employee(code))
+        };
+        Box::pin(async move { result })
     }
 }
 

@@ -1,5 +1,5 @@
 //! Periodic upkeep: rescue expired leases, refresh the backlog and load gauges (and log
-//! the progress of running loads), prune old events.
+//! the progress of running loads), prune old events and runs.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{BacklogRow, LoadRow};
 use crate::outbox::loads::{self, LoadProgress};
+use crate::outbox::runs;
 use crate::outbox::{Outbox, OutboxError, inspect};
 use crate::settings::OutboxSettings;
 
@@ -72,6 +73,10 @@ pub async fn try_maintain(
         let pruned = outbox.prune(retention, settings.prune_batch_size).await?;
         if pruned > 0 {
             tracing::info!(events = pruned, "pruned delivered events past retention");
+        }
+        let runs = runs::prune(outbox.pool(), retention).await?;
+        if runs > 0 {
+            tracing::info!(runs, "pruned runs past retention");
         }
     }
     Ok(running)

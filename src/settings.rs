@@ -164,6 +164,10 @@ pub struct AdminSettings {
     /// How often the connection lights (PostgreSQL, SQL Server, BatiSimply) are
     /// refreshed in the background, in seconds. Pages never open connections.
     pub health_check_interval_secs: u64,
+    /// Lets the Salariés page write an employee's BatiSimply id (`Salarie.codebs`) in
+    /// Batigest. Off by default: the page is read-only and the id is edited in Batigest.
+    /// On, the SQL Server login needs `UPDATE` on that column.
+    pub allow_codebs_write: bool,
 }
 
 impl Default for AdminSettings {
@@ -180,6 +184,7 @@ impl Default for AdminSettings {
             login_attempts_per_minute: 5,
             language: ConsoleLanguage::Fr,
             health_check_interval_secs: 30,
+            allow_codebs_write: false,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use batisync::app::Application;
+use batisync::demo::ConsoleEmployees;
 use batisync::dispatch::DispatchSettings;
+use batisync::flows::heures::SimulatedEmployees;
 use batisync::settings::Settings;
 use common::handler::{Behavior, Recorder};
 use common::{TestDb, event};
@@ -74,8 +76,18 @@ fn settings(db: &TestDb) -> (Settings, String) {
 impl Console {
     /// A worker with flow `chantiers` (a scripted handler: key BAD fails until fixed).
     async fn start() -> Self {
+        Self::start_with(false, None).await
+    }
+
+    /// [`Console::start`] with `admin.allow_codebs_write` and, optionally, the demo's
+    /// simulated employees as the Salariés page's source.
+    async fn start_with(
+        allow_codebs_write: bool,
+        employees: Option<Arc<SimulatedEmployees>>,
+    ) -> Self {
         let db = TestDb::new().await;
-        let (settings, password_hash) = settings(&db);
+        let (mut settings, password_hash) = settings(&db);
+        settings.admin.allow_codebs_write = allow_codebs_write;
         let fixed = Arc::new(AtomicBool::new(false));
         let flag = fixed.clone();
         let handler = Arc::new(Recorder::new(move |e| {
@@ -89,11 +101,14 @@ impl Console {
             fallback_poll_ms: 50,
             ..DispatchSettings::default()
         };
-        let app = Application::build(settings, None).await.unwrap().with_flow(
+        let mut app = Application::build(settings, None).await.unwrap().with_flow(
             "chantiers",
             handler.clone(),
             dispatch,
         );
+        if let Some(employees) = employees {
+            app = app.with_employee_source(Arc::new(ConsoleEmployees(employees)));
+        }
         let base = format!("http://{}", app.local_addr().unwrap());
         let stop = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -550,4 +565,162 @@ async fn over_tls_the_console_answers_https_and_its_cookies_are_secure() {
     stop.cancel();
     running.await.unwrap().unwrap();
     db.drop().await;
+}
+
+const NEW_ID: &str = "6f1c2a8e-0004-4c1d-9a11-00000000beef";
+
+/// Two simulated employees: SAL001 linked, SAL002 without an id.
+fn two_employees() -> Arc<SimulatedEmployees> {
+    let employees = Arc::new(SimulatedEmployees::new());
+    employees.set("SAL001", Some("6f1c2a8e-0004-4c1d-9a11-000000000001"));
+    employees.set("SAL002", None);
+    employees
+}
+
+impl Console {
+    /// Asks for a read of the employees and waits until the page lists them.
+    async fn load_employees(&self, session: &str, csrf: &str) -> String {
+        let (status, _, _) = self
+            .post(session, "/employees/refresh", format!("csrf={csrf}"))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let mut page = String::new();
+        self.wait_for("the employee list", async || {
+            page = self.get(session, "/employees").await.1;
+            page.contains("SAL002")
+        })
+        .await;
+        page
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_codebs_writes_off_the_employee_page_has_no_form_and_writes_are_refused() {
+    let employees = two_employees();
+    let c = Console::start_with(false, Some(employees.clone())).await;
+    let (session, csrf) = c.sign_in().await;
+    let page = c.load_employees(&session, &csrf).await;
+    assert!(!page.contains("/employees/codebs"), "{page}");
+    assert!(page.contains("Lecture seule"), "{page}");
+
+    let (status, _, body) = c
+        .post(
+            &session,
+            "/employees/codebs",
+            format!("code=SAL002&batisimply_id={NEW_ID}&csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("admin.allow_codebs_write"), "{body}");
+    assert_eq!(employees.rows()[1], ("SAL002".to_owned(), None));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_codebs_writes_on_an_employee_id_is_set_validated_and_cleared_from_the_page() {
+    let employees = two_employees();
+    let c = Console::start_with(true, Some(employees.clone())).await;
+    let (session, csrf) = c.sign_in().await;
+    let page = c.load_employees(&session, &csrf).await;
+    assert!(page.contains("action=\"/employees/codebs\""), "{page}");
+    assert!(page.contains("name=\"code\" value=\"SAL002\""), "{page}");
+
+    // A valid id is written, and the page shows it at once.
+    let (status, location, _) = c
+        .post(
+            &session,
+            "/employees/codebs",
+            format!("code=SAL002&batisimply_id={NEW_ID}&csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/employees")
+    );
+    assert_eq!(
+        employees.rows()[1],
+        ("SAL002".to_owned(), Some(NEW_ID.to_owned()))
+    );
+    let (_, page) = c.get(&session, "/employees").await;
+    assert!(page.contains("Identifiant BatiSimply enregistré"), "{page}");
+    assert!(page.contains(&format!("<code>{NEW_ID}</code>")), "{page}");
+
+    // A bad value is refused with the reason, and nothing changes.
+    for bad in ["not-an-id;DROP", &"a".repeat(65)] {
+        let (status, _, body) = c
+            .post(
+                &session,
+                "/employees/codebs",
+                format!("code=SAL002&batisimply_id={bad}&csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body.contains("identifiant"), "{body}");
+    }
+    assert_eq!(employees.rows()[1].1.as_deref(), Some(NEW_ID));
+
+    // Without the CSRF token: refused.
+    let (status, _, _) = c
+        .post(
+            &session,
+            "/employees/codebs",
+            "code=SAL002&batisimply_id=".to_owned(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(employees.rows()[1].1.as_deref(), Some(NEW_ID));
+
+    // An unknown employee: nothing written, the message says why.
+    let (status, _, _) = c
+        .post(
+            &session,
+            "/employees/codebs",
+            format!("code=NOPE&batisimply_id={NEW_ID}&csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page) = c.get(&session, "/employees").await;
+    assert!(page.contains("aucun salarié de code"), "{page}");
+    assert_eq!(employees.rows().len(), 2);
+
+    // An empty value clears the link.
+    c.post(
+        &session,
+        "/employees/codebs",
+        format!("code=SAL002&batisimply_id=&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(employees.rows()[1], ("SAL002".to_owned(), None));
+    let (_, page) = c.get(&session, "/employees").await;
+    assert!(page.contains("Identifiant BatiSimply effacé"), "{page}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_lists_the_runs_with_their_counts_and_filters_them() {
+    let c = Console::start().await;
+    let db = &c.db;
+    let mut tx = db.pool.begin().await.unwrap();
+    let mark = batisync::outbox::loads::event_mark(&mut tx).await.unwrap();
+    batisync::outbox::capture(&mut tx, "chantiers", &[event("RUNKEY", 1)], None, true)
+        .await
+        .unwrap();
+    let run = batisync::outbox::runs::record(&mut tx, "chantiers", mark)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (session, _) = c.sign_in().await;
+    c.wait_for("the run delivered", async || {
+        c.handler.applied.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (status, page) = c.get(&session, "/journal?q=runkey").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(&format!("data-run=\"{}\"", run.id)), "{page}");
+    assert!(page.contains("Exécutions récentes"), "{page}");
+    let (_, other) = c.get(&session, "/journal?q=no-such-text").await;
+    assert!(!other.contains("data-run="), "{other}");
+    assert!(other.contains("Aucune exécution trouvée"), "{other}");
+    c.stop().await;
 }

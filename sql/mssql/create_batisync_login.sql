@@ -46,6 +46,13 @@ SET @sql = N'GRANT SELECT, VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @wh
     + N' GRANT SELECT, INSERT, UPDATE, DELETE, VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
 EXEC sys.sp_executesql @sql;
 
+-- OPTIONAL, only for sites that set admin.allow_codebs_write = true (the console's
+-- Salariés page then writes an employee's BatiSimply id). Uncomment, and use the mapped
+-- column name if yours is not codebs. Nothing else of Salarie becomes writable.
+-- SET @sql = N'GRANT UPDATE (' + QUOTENAME(N'codebs') + N') ON ' + @salarie + N' TO ' + @who + N';';
+-- EXEC sys.sp_executesql @sql;
+-- In plain words: GRANT UPDATE (codebs) ON dbo.Salarie TO [batisync];
+
 -- What the login may do now.
 SELECT OBJECT_SCHEMA_NAME(p.major_id) AS [schema], OBJECT_NAME(p.major_id) AS [table],
        p.permission_name, p.state_desc

@@ -11,13 +11,15 @@
 //!   batch and the next cursor for the caller to store with the outbox in one transaction
 //!   ([`snapshot_store`] records snapshot-diff hashes with the caller's connection);
 //! - [`value`], [`model`], [`employees`]: rows, normalised chantiers, the user id →
-//!   employee code map;
+//!   employee code map; [`employee_write`]: the console's optional write of an
+//!   employee's BatiSimply id;
 //! - [`ledger`] (the pure decision and the simulated [`MemoryLedger`]) and
 //!   [`ledger_mssql`] (the SQL Server writer);
 //! - [`check`]: the SQL Server step of `batisync check`.
 
 pub mod capture;
 pub mod check;
+pub mod employee_write;
 pub mod employees;
 pub mod error;
 pub mod ident;

@@ -105,6 +105,11 @@ pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employ
 pub(crate) const LEDGER_DELETE: &str =
     "DELETE FROM {table} WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
+/// Sets (or clears, with NULL) one employee's BatiSimply id from the console:
+/// `@P1` the id, `@P2` the employee code. Only with `admin.allow_codebs_write`.
+pub(crate) const EMPLOYEE_SET_BATISIMPLY_ID: &str =
+    "UPDATE {table} SET {batisimply_id} = @P1 WHERE {key} = @P2";
+
 /// Fills `{name}` placeholders with already-quoted, validated fragments.
 fn render(template: &'static str, parts: &[(&str, String)]) -> String {
     parts
@@ -144,6 +149,23 @@ pub(crate) fn first_page(spec: &TableSpec) -> String {
 /// [`NEXT_PAGE`] for a table.
 pub(crate) fn next_page(spec: &TableSpec) -> String {
     render(NEXT_PAGE, &table_parts(spec))
+}
+
+/// [`EMPLOYEE_SET_BATISIMPLY_ID`] for the `Salarie` mapping; `None` when the mapping has
+/// no BatiSimply id column.
+pub(crate) fn employee_set_batisimply_id(spec: &TableSpec) -> Option<String> {
+    let column = spec
+        .columns
+        .iter()
+        .find(|c| c.role == super::spec::salarie_role::BATISIMPLY_ID)?;
+    Some(render(
+        EMPLOYEE_SET_BATISIMPLY_ID,
+        &[
+            ("table", spec.table.quoted()),
+            ("batisimply_id", column.column.quoted()),
+            ("key", spec.key.quoted()),
+        ],
+    ))
 }
 
 fn ledger_parts(spec: &LedgerSpec) -> Vec<(&'static str, String)> {
@@ -263,6 +285,30 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[test]
+    fn the_employee_id_update_touches_only_the_mapped_column_of_one_code() {
+        use crate::batigest::spec::tests::ident;
+        use crate::batigest::spec::{MappedColumn, salarie_role};
+        let mut spec = chantier_spec();
+        spec.table.table = ident("Salarie");
+        spec.columns = vec![
+            MappedColumn {
+                role: salarie_role::CODE,
+                column: ident("Code"),
+            },
+            MappedColumn {
+                role: salarie_role::BATISIMPLY_ID,
+                column: ident("codebs"),
+            },
+        ];
+        assert_eq!(
+            employee_set_batisimply_id(&spec).as_deref(),
+            Some("UPDATE [dbo].[Salarie] SET [codebs] = @P1 WHERE [Code] = @P2")
+        );
+        spec.columns.pop();
+        assert_eq!(employee_set_batisimply_id(&spec), None);
     }
 
     #[test]

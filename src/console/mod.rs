@@ -143,6 +143,7 @@ pub fn router(console: Console) -> Router {
         .route("/todo/redrive", post(pages::todo::redrive))
         .route("/employees", get(pages::employees::page))
         .route("/employees/refresh", post(pages::employees::refresh))
+        .route("/employees/codebs", post(pages::employees::set_codebs))
         .route("/actions", get(pages::actions::page))
         .route("/actions/sync", post(pages::actions::sync_now))
         .route("/actions/pause", post(pages::actions::pause))

@@ -14,13 +14,15 @@
 //! column that changes), which keeps status changes cheap. The SQL lives in `store`
 //! (capture, claim), `record` (outcomes) and `upkeep` (rescue, re-drive, pruning); the
 //! pure retry arithmetic in [`backoff`]. [`loads`] records full snapshots (initial load,
-//! resync) and computes their progress from the outbox.
+//! resync) and computes their progress from the outbox; [`runs`] records every poll
+//! that captured events, for the journal's per-run summaries.
 
 pub mod backoff;
 pub mod inspect;
 pub mod loads;
 pub mod notify;
 mod record;
+pub mod runs;
 mod store;
 mod upkeep;
 

@@ -4,18 +4,22 @@
 //!
 //! The employee list is read from SQL Server only when someone clicks "refresh" (in
 //! a background task), then kept in memory with its time: opening the page never
-//! opens a connection. The page is read-only: `codebs` is edited in Batigest.
+//! opens a connection. The page is read-only unless `admin.allow_codebs_write` is on:
+//! each employee row then has a small form that sets or clears its BatiSimply id in
+//! Batigest (`POST /employees/codebs`), after which the list is read again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Extension;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use maud::html;
+use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::database_error;
@@ -25,6 +29,7 @@ use crate::console::Console;
 use crate::console::auth::Ctx;
 use crate::console::layout::{self, ago, csrf_field, datetime};
 use crate::console::reasons;
+use crate::tls::ClientAddr;
 
 /// Flow whose dead letters name unmapped BatiSimply users.
 pub const HOURS_FLOW: &str = "heures";
@@ -33,6 +38,14 @@ pub const HOURS_FLOW: &str = "heures";
 pub trait EmployeeSource: Send + Sync {
     /// Every employee row (code, name, BatiSimply id), or a sentence saying why not.
     fn load(&self) -> BoxFuture<'_, Result<Vec<SourceRow>, String>>;
+
+    /// Sets (`Some`) or clears (`None`) the BatiSimply id of employee `code`, or a
+    /// sentence saying why not (no such employee included).
+    fn set_batisimply_id<'a>(
+        &'a self,
+        code: &'a str,
+        id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The real `Salarie` table, through the configured column mapping.
@@ -52,6 +65,67 @@ impl EmployeeSource for SqlServerEmployees {
                 .map_err(|e| e.to_string())
         })
     }
+
+    fn set_batisimply_id<'a>(
+        &'a self,
+        code: &'a str,
+        id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let pool = crate::batigest::pool::Pool::new(self.settings.clone());
+            let mapping = crate::batigest::schema::load_mapping(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            let changed = crate::batigest::employee_write::set_batisimply_id(
+                &pool,
+                &mapping.salarie,
+                code,
+                id,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if changed == 0 {
+                return Err(no_such_employee(code));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The error of a write to an employee code that does not exist.
+#[must_use]
+pub fn no_such_employee(code: &str) -> String {
+    format!("aucun salarié de code « {code} » / no employee with code \"{code}\"")
+}
+
+/// Longest BatiSimply id accepted from the console.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// A BatiSimply id typed in the console: hex digits and dashes (a UUID), at most
+/// [`MAX_ID_CHARS`]; blank means "clear". Surrounding spaces are ignored.
+///
+/// # Errors
+/// A sentence (French / English) saying what is wrong.
+pub fn parse_batisimply_id(text: &str) -> Result<Option<String>, String> {
+    let id = text.trim();
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.chars().count() > MAX_ID_CHARS {
+        return Err(format!(
+            "identifiant trop long (plus de {MAX_ID_CHARS} caractères) / id too long (over {MAX_ID_CHARS} characters)"
+        ));
+    }
+    if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        || !id.chars().any(|c| c.is_ascii_hexdigit())
+    {
+        return Err(
+            "identifiant invalide : chiffres hexadécimaux et tirets seulement (un UUID BatiSimply) / \
+             invalid id: hex digits and dashes only (a BatiSimply UUID)"
+                .to_owned(),
+        );
+    }
+    Ok(Some(id.to_owned()))
 }
 
 /// The last load of the employee list.
@@ -106,6 +180,21 @@ impl EmployeeCache {
         })
     }
 
+    /// Writes an employee's BatiSimply id through the source, then reads the list again
+    /// (awaited, so the next page shows the new value).
+    async fn write_and_reload(&self, code: &str, id: Option<&str>) -> Result<(), String> {
+        let Some(source) = self.source.clone() else {
+            return Err(not_configured().to_owned());
+        };
+        source.set_batisimply_id(code, id).await?;
+        let rows = source.load().await;
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded {
+            at: Utc::now(),
+            rows,
+        });
+        Ok(())
+    }
+
     fn is_loading(&self) -> bool {
         self.loading.load(Ordering::Acquire)
     }
@@ -149,10 +238,17 @@ pub async fn page(State(console): State<Console>, Extension(ctx): Extension<Ctx>
     };
     let cache = console.employees();
     let snapshot = cache.snapshot();
+    let writable = console.settings().admin.allow_codebs_write;
     let body = html! {
-        p.muted { (lang.t(
-            "Lecture seule : le lien salarié ↔ BatiSimply se renseigne dans Batigest (Salarie.codebs).",
-            "Read-only: the employee ↔ BatiSimply link is set in Batigest (Salarie.codebs).")) }
+        @if writable {
+            p.muted { (lang.t(
+                "Le lien salarié ↔ BatiSimply (Salarie.codebs) peut être modifié ici : il est écrit dans Batigest. Laisser vide pour l'effacer.",
+                "The employee ↔ BatiSimply link (Salarie.codebs) can be changed here: it is written to Batigest. Leave empty to clear it.")) }
+        } @else {
+            p.muted { (lang.t(
+                "Lecture seule : le lien salarié ↔ BatiSimply se renseigne dans Batigest (Salarie.codebs).",
+                "Read-only: the employee ↔ BatiSimply link is set in Batigest (Salarie.codebs).")) }
+        }
         @if cache.source.is_none() {
             p.alert.info { (lang.t(
                 "SQL Server n'est pas configuré : la liste des salariés n'est pas disponible.",
@@ -192,20 +288,122 @@ pub async fn page(State(console): State<Console>, Extension(ctx): Extension<Ctx>
                     p.alert.info { (without.len()) " " (lang.t("salarié(s) sans identifiant BatiSimply : ", "employee(s) without a BatiSimply id: ")) (without.join(", ")) }
                 }
                 table #employees {
-                    thead { tr { th { (lang.t("Code", "Code")) } th { (lang.t("Nom", "Name")) } th { (lang.t("Identifiant BatiSimply", "BatiSimply id")) } th { (lang.t("État", "State")) } } }
+                    thead { tr { th { (lang.t("Code", "Code")) } th { (lang.t("Nom", "Name")) } th { (lang.t("Identifiant BatiSimply", "BatiSimply id")) } th { (lang.t("État", "State")) }
+                        @if writable { th { (lang.t("Modifier l'identifiant", "Change the id")) } } } }
                     tbody { @for r in rows {
                         @let id = text(r.cell(role::BATISIMPLY_ID));
                         @let duplicate = duplicates.contains_key(id.to_lowercase().as_str());
                         tr { td { (r.key) } td { (text(r.cell(role::NAME))) } td { code { (id) } }
                              td { @if id.is_empty() { span.badge.warn { (lang.t("sans lien", "no link")) } }
                                   @else if duplicate { span.badge.bad { (lang.t("en double", "duplicate")) } }
-                                  @else { span.badge.ok { "OK" } } } }
+                                  @else { span.badge.ok { "OK" } } }
+                             @if writable { td { (codebs_form(&ctx, &r.key, &id)) } } }
                     } }
                 }
             }
         }
     };
     layout::page(&ctx, "/employees", lang.t("Salariés", "Employees"), body)
+}
+
+/// The small form of one employee row that sets or clears its BatiSimply id.
+fn codebs_form(ctx: &Ctx, code: &str, id: &str) -> maud::Markup {
+    let lang = ctx.lang;
+    html! {
+        form.inline method="post" action="/employees/codebs" {
+            (csrf_field(ctx))
+            input type="hidden" name="code" value=(code);
+            input type="text" name="batisimply_id" value=(id) maxlength=(MAX_ID_CHARS)
+                pattern="[0-9A-Fa-f-]*" size="38" aria-label=(lang.t("Identifiant BatiSimply", "BatiSimply id"));
+            " "
+            button type="submit" { (lang.t("Enregistrer", "Save")) }
+        }
+    }
+}
+
+fn not_configured() -> &'static str {
+    "SQL Server n'est pas configuré / SQL Server is not configured"
+}
+
+/// The form of `POST /employees/codebs`.
+#[derive(Debug, Deserialize)]
+pub struct CodebsForm {
+    /// Employee code (`Salarie` key).
+    code: String,
+    /// The new BatiSimply id; blank clears it.
+    #[serde(default)]
+    batisimply_id: String,
+}
+
+/// `POST /employees/codebs`: writes one employee's BatiSimply id in Batigest, when
+/// `admin.allow_codebs_write` is on.
+pub async fn set_codebs(
+    State(console): State<Console>,
+    Extension(ctx): Extension<Ctx>,
+    client: Option<Extension<ConnectInfo<ClientAddr>>>,
+    Form(form): Form<CodebsForm>,
+) -> Response {
+    let lang = ctx.lang;
+    if !console.settings().admin.allow_codebs_write {
+        return layout::error_page(
+            lang,
+            StatusCode::FORBIDDEN,
+            lang.t(
+                "La modification des identifiants BatiSimply est désactivée (admin.allow_codebs_write = false) : renseignez Salarie.codebs dans Batigest.",
+                "Changing BatiSimply ids is disabled (admin.allow_codebs_write = false): set Salarie.codebs in Batigest.",
+            ),
+        );
+    }
+    let code = form.code.trim();
+    if code.is_empty() || code.chars().count() > 64 {
+        let message = lang.t(
+            "Code salarié absent ou invalide.",
+            "Missing or invalid employee code.",
+        );
+        return layout::error_page(lang, StatusCode::BAD_REQUEST, message);
+    }
+    let id = match parse_batisimply_id(&form.batisimply_id) {
+        Ok(id) => id,
+        Err(message) => return layout::error_page(lang, StatusCode::BAD_REQUEST, &message),
+    };
+    let client = client.map(|Extension(ConnectInfo(ClientAddr(addr)))| addr.ip().to_string());
+    let client = client.as_deref().unwrap_or("unknown");
+    let message = match console
+        .employees()
+        .write_and_reload(code, id.as_deref())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(
+                code,
+                batisimply_id = id.as_deref().unwrap_or(""),
+                client,
+                "employee BatiSimply id written from the console"
+            );
+            match &id {
+                Some(id) => format!(
+                    "{} {code} → {id}",
+                    lang.t(
+                        "Identifiant BatiSimply enregistré :",
+                        "BatiSimply id saved:"
+                    )
+                ),
+                None => format!(
+                    "{} {code}",
+                    lang.t("Identifiant BatiSimply effacé :", "BatiSimply id cleared:")
+                ),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(code, client, %error, "employee BatiSimply id not written");
+            format!(
+                "{} {error}",
+                lang.t("Identifiant non enregistré :", "Id not saved:")
+            )
+        }
+    };
+    console.sessions().flash(&ctx, message);
+    Redirect::to("/employees").into_response()
 }
 
 /// `POST /employees/refresh`.

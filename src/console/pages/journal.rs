@@ -1,5 +1,6 @@
-//! Journal: recent log lines at warning and above, and per-hour summaries of what each
-//! flow did (delivered, retried, dead, conflicts, delivery time), searchable.
+//! Journal: per-run summaries (each poll that captured events: delivered, superseded,
+//! retried, dead, conflicts, open, duration), per-hour summaries of what each flow did,
+//! and recent log lines at warning and above; searchable by flow and text.
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -12,8 +13,12 @@ use sqlx::PgPool;
 use super::{cut, database_error};
 use crate::console::Console;
 use crate::console::auth::Ctx;
+use crate::console::i18n::Lang;
 use crate::console::layout::{self, datetime};
 use crate::console::logring;
+use crate::outbox::OutboxError;
+use crate::outbox::loads::format_duration;
+use crate::outbox::runs::{self, RunFilter, RunSummary};
 
 /// What each flow did in one hour.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -52,10 +57,16 @@ pub async fn hour_summaries(pool: &PgPool) -> Result<Vec<HourSummary>, sqlx::Err
     .await
 }
 
+/// Runs listed on the page.
+const RUNS_SHOWN: i64 = 100;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct JournalQuery {
+    /// Text searched in flow names, event keys and errors, and log lines.
     q: String,
+    /// Only this flow (empty: every flow).
+    flow: String,
 }
 
 /// `GET /journal?q=`.
@@ -66,20 +77,42 @@ pub async fn page(
 ) -> Response {
     let lang = ctx.lang;
     let needle = query.q.trim().to_lowercase();
+    let filter = RunFilter {
+        flow: &query.flow,
+        text: &query.q,
+        limit: RUNS_SHOWN,
+    };
+    let runs = match runs::recent(console.pool(), &filter).await {
+        Ok(r) => r,
+        Err(OutboxError::Database(error)) => return database_error(&ctx, &error),
+        Err(other) => return database_error(&ctx, &sqlx::Error::Protocol(other.to_string())),
+    };
     let summaries = match hour_summaries(console.pool()).await {
         Ok(s) => s,
         Err(error) => return database_error(&ctx, &error),
     };
+    let flow = query.flow.trim();
     let summaries: Vec<&HourSummary> = summaries
         .iter()
+        .filter(|s| flow.is_empty() || s.flow == flow)
         .filter(|s| needle.is_empty() || s.flow.to_lowercase().contains(&needle))
         .collect();
+    let flows = console.flow_names(summaries.iter().map(|s| s.flow.clone()));
     let lines = logring::recent(Some(&needle));
     let body = html! {
         form.filters method="get" action="/journal" {
+            label { (lang.t("Flux", "Flow")) select name="flow" {
+                option value="" { (lang.t("tous", "all")) }
+                @for f in &flows { option value=(f) selected[f == flow] { (f) } }
+            } }
             label { (lang.t("Rechercher", "Search")) input type="search" name="q" value=(query.q); }
             button type="submit" { (lang.t("Rechercher", "Search")) }
         }
+        h2 { (lang.t("Exécutions récentes", "Recent runs")) }
+        p.muted.small { (lang.t(
+            "Une exécution = une lecture de la source qui a capturé au moins un événement. La recherche porte sur le flux, les clés et les erreurs de ses événements.",
+            "A run = one read of the source that captured at least one event. Search looks at the flow, its events' keys and errors.")) }
+        (runs_table(lang, &runs))
         h2 { (lang.t("Bilans par heure (24 h)", "Hourly summaries (24 h)")) }
         table #summaries {
             thead { tr { th { (lang.t("Heure", "Hour")) } th { (lang.t("Flux", "Flow")) }
@@ -108,4 +141,32 @@ pub async fn page(
         }
     };
     layout::page(&ctx, "/journal", lang.t("Journal", "Log"), body)
+}
+
+/// The runs table: one row per run, newest first.
+fn runs_table(lang: Lang, runs: &[RunSummary]) -> maud::Markup {
+    html! {
+        table #runs {
+            thead { tr { th { (lang.t("Début", "Started")) } th { (lang.t("Flux", "Flow")) } th.num { "N°" }
+                th.num { (lang.t("Capturés", "Captured")) } th.num { (lang.t("Livrés", "Delivered")) }
+                th.num { (lang.t("Remplacés", "Superseded")) } th.num { (lang.t("Réessais", "Retries")) }
+                th.num { (lang.t("En échec", "Dead")) } th.num { (lang.t("Conflits", "Conflicts")) }
+                th.num { (lang.t("En cours", "Open")) } th.num { (lang.t("Durée", "Duration")) } } }
+            tbody {
+                @for r in runs {
+                    tr data-run=(r.id) {
+                        td { (datetime(r.started_at)) } td { (r.flow) } td.num { (r.id) }
+                        td.num { (r.total) } td.num { (r.ok) } td.num { (r.superseded) } td.num { (r.retried) }
+                        td.num { @if r.dead > 0 { a href={ "/activity?status=dead&flow=" (r.flow) } { span.badge.bad { (r.dead) } } } @else { "0" } }
+                        td.num { (r.conflicts) } td.num { (r.open) }
+                        td.num { @match r.duration() {
+                            Some(d) => { (format_duration(d)) }
+                            None => { span.muted { (lang.t("en cours", "running")) } }
+                        } }
+                    }
+                }
+                @if runs.is_empty() { tr { td colspan="11" .muted { (lang.t("Aucune exécution trouvée.", "No run found.")) } } }
+            }
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::control::{FlowControl, FlowControls};
 use crate::flows::polling::{self, Poll, Schedule};
 pub use crate::flows::polling::{PollerLock, lock_key};
 use crate::outbox::loads::{self, LoadStarted};
+use crate::outbox::runs::{self, RunStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, OutboxError};
 
 /// Entity key of a row whose code is empty (the outbox refuses an empty key); its
@@ -49,6 +50,8 @@ pub struct PollReport {
     pub captured: CaptureReport,
     /// The load recorded with a full snapshot (its progress: [`loads::latest`]).
     pub load: Option<LoadStarted>,
+    /// The run recorded when the poll stored events (its figures: [`runs::recent`]).
+    pub run: Option<RunStarted>,
 }
 
 /// Polls one source into the outbox.
@@ -101,19 +104,22 @@ impl<S: ChangeSource> Poller<S> {
             expected: cursor.as_ref(),
             next: &batch.next_cursor,
         };
-        // A full snapshot is a load: its events are those stored after this mark.
-        let mark = if batch.full_snapshot {
-            Some(loads::event_mark(&mut tx).await?)
-        } else {
-            None
-        };
+        // The poll's events (a run; a load too for a full snapshot) are those stored
+        // after this mark.
+        let mark = loads::event_mark(&mut tx).await?;
         let captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
         if let Some(delta) = &batch.snapshot_delta {
             snapshot_store::record_hashes(&mut tx, &source, delta).await?;
         }
-        let load = match mark {
-            Some(mark) => Some(loads::record(&mut tx, FLOW, &source, mark).await?),
-            None => None,
+        let load = if batch.full_snapshot {
+            Some(loads::record(&mut tx, FLOW, &source, mark).await?)
+        } else {
+            None
+        };
+        let run = if captured.inserted > 0 {
+            runs::record(&mut tx, FLOW, mark).await?
+        } else {
+            None
         };
         tx.commit().await?;
         crate::metrics::get().captured(FLOW, captured.inserted, captured.superseded);
@@ -123,6 +129,7 @@ impl<S: ChangeSource> Poller<S> {
             full_snapshot: batch.full_snapshot,
             captured,
             load,
+            run,
         };
         log_poll(&report);
         Ok(report)

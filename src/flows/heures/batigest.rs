@@ -99,14 +99,18 @@ impl SimulatedEmployees {
         Self::default()
     }
 
-    /// Adds or changes an employee (`codebs = None`: left empty).
+    /// Adds or changes an employee (`codebs = None`: left empty); a changed employee
+    /// keeps its place.
     pub fn set(&self, code: &str, codebs: Option<&str>) {
         let mut rows = self.lock();
-        rows.retain(|(c, _)| c != code);
-        rows.push((code.to_owned(), codebs.map(str::to_owned)));
+        let codebs = codebs.map(str::to_owned);
+        match rows.iter_mut().find(|(c, _)| c == code) {
+            Some(row) => row.1 = codebs,
+            None => rows.push((code.to_owned(), codebs)),
+        }
     }
 
-    /// Every employee code and its `codebs`, in the order set.
+    /// Every employee code and its `codebs`, in the order first added.
     #[must_use]
     pub fn rows(&self) -> Vec<(String, Option<String>)> {
         self.lock().clone()

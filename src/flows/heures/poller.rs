@@ -34,6 +34,7 @@ use crate::batisimply::{BatisimplyClient, BatisimplyError, Listing, RecordError,
 use crate::control::{FlowControl, FlowControls};
 use crate::flows::polling::{self, Poll, Schedule};
 use crate::outbox::loads::{self, LoadStarted};
+use crate::outbox::runs::{self, RunStarted};
 use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, Operation, Outbox, OutboxError};
 
 /// Cursor name of the time-slot source in `batisync.cursors`.
@@ -71,6 +72,8 @@ pub struct PollReport {
     /// The load recorded by a first full read (first run, resync; its progress:
     /// [`loads::latest`]).
     pub load: Option<LoadStarted>,
+    /// The run recorded when the poll stored events (its figures: [`runs::recent`]).
+    pub run: Option<RunStarted>,
 }
 
 /// Where the reads stand.
@@ -176,19 +179,19 @@ impl<E: EmployeeSource> Poller<E> {
             expected: stored.as_ref(),
             next: &next,
         };
-        // Without a cursor (first run, resync) the whole window is a load: its events
-        // are those stored after this mark.
-        let mark = match stored {
-            None => Some(loads::event_mark(&mut tx).await?),
-            Some(_) => None,
-        };
+        // The poll's events are those stored after this mark: a run when there are
+        // any, and a load without a cursor (first run, resync: the whole window).
+        let mark = loads::event_mark(&mut tx).await?;
         report.captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
         store::record_captures(&mut tx, &rows, &vanished).await?;
         if report.window_read {
             store::forget_captures_before(&mut tx, window.0 - overlap).await?;
         }
-        if let Some(mark) = mark {
+        if stored.is_none() {
             report.load = Some(loads::record(&mut tx, FLOW, SOURCE, mark).await?);
+        }
+        if report.captured.inserted > 0 {
+            report.run = runs::record(&mut tx, FLOW, mark).await?;
         }
         tx.commit().await?;
         let metrics = crate::metrics::get();
