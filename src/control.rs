@@ -99,6 +99,8 @@ pub struct FlowControl {
     status: Mutex<PollStatus>,
     /// Set once, when the flow is registered.
     resync: Mutex<Option<ResyncHook>>,
+    /// Poll interval saved from the console since start-up (applied without restart).
+    interval: Mutex<Option<Duration>>,
 }
 
 /// What a "sync now" request did.
@@ -119,7 +121,21 @@ impl FlowControl {
             sync_requested: AtomicBool::new(false),
             status: Mutex::new(PollStatus::default()),
             resync: Mutex::new(None),
+            interval: Mutex::new(None),
         }
+    }
+
+    /// Changes the poll interval from the next wait on (settings saved in the console).
+    pub fn set_interval(&self, interval: Duration) {
+        *self.interval.lock().unwrap_or_else(PoisonError::into_inner) = Some(interval);
+    }
+
+    /// The interval set with [`Self::set_interval`], else `configured`.
+    pub fn interval_or(&self, configured: Duration) -> Duration {
+        self.interval
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(configured)
     }
 
     pub fn name(&self) -> &str {

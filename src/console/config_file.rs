@@ -150,6 +150,49 @@ pub const FIELDS: &[Field] = &[
         "États à envoyer (lettres, séparées par des virgules)",
         "States to send (letters, comma-separated)",
     ),
+    f("heures.enabled", Kind::Bool, "Flux actif", "Flow enabled"),
+    f(
+        "heures.poll_interval_ms",
+        Kind::Number,
+        "Lecture des heures toutes les (ms)",
+        "Read time slots every (ms)",
+    ),
+    f(
+        "heures.days_back",
+        Kind::Number,
+        "Jours surveillés avant aujourd'hui",
+        "Days watched before today",
+    ),
+    f(
+        "heures.days_ahead",
+        Kind::Number,
+        "Jours surveillés après aujourd'hui",
+        "Days watched after today",
+    ),
+    f(
+        "heures.timezone",
+        Kind::Text,
+        "Fuseau horaire de SuiviMO.Date",
+        "Time zone of SuiviMO.Date",
+    ),
+    f(
+        "heures.on_unvalidated",
+        Kind::Choice(&["remove", "keep"]),
+        "Heure plus validée ou supprimée : retirer la ligne (remove) ou la garder (keep)",
+        "Slot no longer validated or deleted: remove the row or keep it",
+    ),
+    f(
+        "heures.batisimply_always_wins",
+        Kind::Bool,
+        "BatiSimply l'emporte toujours sur une modification faite dans Batigest",
+        "BatiSimply always wins over an edit made in Batigest",
+    ),
+];
+
+/// Keys applied at once when saved (the rest need a restart).
+pub const LIVE: &[(&str, &str)] = &[
+    ("chantiers.poll_interval_ms", "chantiers"),
+    ("heures.poll_interval_ms", "heures"),
 ];
 
 /// Sections of [`FIELDS`], in order, with their titles.
@@ -162,6 +205,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("batigest", "SQL Server (Batigest)", "SQL Server (Batigest)"),
     ("batisimply", "BatiSimply", "BatiSimply"),
     ("chantiers", "Flux chantiers", "Chantiers flow"),
+    ("heures", "Flux heures", "Heures flow"),
 ];
 
 /// The value a field has in running settings (secrets: "set" or empty, never the value).
@@ -175,11 +219,12 @@ pub fn current(settings: &Settings, key: &str) -> String {
         }
         .to_owned()
     };
-    let (p, g, b, c) = (
+    let (p, g, b, c, h) = (
         &settings.postgres,
         &settings.batigest,
         &settings.batisimply,
         &settings.chantiers,
+        &settings.heures,
     );
     match key {
         "postgres.host" => p.host.clone(),
@@ -208,6 +253,16 @@ pub fn current(settings: &Settings, key: &str) -> String {
         "chantiers.enabled" => c.enabled.to_string(),
         "chantiers.poll_interval_ms" => c.poll_interval_ms.to_string(),
         "chantiers.states" => c.states.join(", "),
+        "heures.enabled" => h.enabled.to_string(),
+        "heures.poll_interval_ms" => h.poll_interval_ms.to_string(),
+        "heures.days_back" => h.days_back.to_string(),
+        "heures.days_ahead" => h.days_ahead.to_string(),
+        "heures.timezone" => h.timezone.clone(),
+        "heures.on_unvalidated" => match h.on_unvalidated {
+            crate::flows::heures::OnUnvalidated::Remove => "remove".to_owned(),
+            crate::flows::heures::OnUnvalidated::Keep => "keep".to_owned(),
+        },
+        "heures.batisimply_always_wins" => h.batisimply_always_wins.to_string(),
         _ => String::new(),
     }
 }

@@ -77,7 +77,10 @@ async fn poll_while_locked<P: Poll>(
             tracing::warn!(flow, %error, "poll failed; trying again at the next interval");
         }
         poller.after_poll().await;
-        if !control.wait_turn(schedule.interval, stop).await {
+        if !control
+            .wait_turn(control.interval_or(schedule.interval), stop)
+            .await
+        {
             return;
         }
         if !lock.is_held().await {

@@ -1,8 +1,8 @@
 //! Configuration: connections and flow settings, with validation and a "test" button
 //! that tries the typed values before anything is saved. Secrets are write-only
 //! (shown as "set", never rendered back). Saving rewrites the settings file
-//! atomically; connection and flow settings take effect at the next restart, which
-//! the page says.
+//! atomically; poll intervals apply at once, connection and other flow settings at the
+//! next restart, which the page says.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,8 +49,8 @@ fn render(
                 "batisync was started without a settings file (--config): settings are shown but cannot be saved.")) },
         }
         p.muted.small { (lang.t(
-            "Les mots de passe et secrets ne sont jamais affichés : laissez le champ vide pour garder la valeur actuelle. Les connexions et les flux changent au prochain redémarrage de batisync.",
-            "Passwords and secrets are never shown: leave the field empty to keep the current value. Connections and flows change at the next restart of batisync.")) }
+            "Les mots de passe et secrets ne sont jamais affichés : laissez le champ vide pour garder la valeur actuelle. Les intervalles de lecture s'appliquent tout de suite ; les connexions et les autres réglages des flux au prochain redémarrage de batisync.",
+            "Passwords and secrets are never shown: leave the field empty to keep the current value. Read intervals apply at once; connections and the other flow settings at the next restart of batisync.")) }
         @if let Some(results) = results { (results) }
         form #settings method="post" action="/settings" {
             (csrf_field(ctx))
@@ -131,18 +131,33 @@ pub async fn save(
     match config_file::save(console.settings_path(), console.settings(), &form) {
         Ok(report) => {
             tracing::info!(changed = ?report.changed, "settings file saved from the console");
+            let (live, restart) = apply_live(console.controls(), &form, &report.changed);
             let mut message = if report.changed.is_empty() {
                 lang.t("Rien n'a changé.", "Nothing changed.").to_owned()
             } else {
-                format!(
-                    "{} {}. {}",
+                let mut text = format!(
+                    "{} {}.",
                     lang.t("Enregistré :", "Saved:"),
-                    report.changed.join(", "),
-                    lang.t(
-                        "Redémarrez batisync pour appliquer ces réglages (connexions et flux).",
-                        "Restart batisync to apply these settings (connections and flows)."
-                    )
-                )
+                    report.changed.join(", ")
+                );
+                if !live.is_empty() {
+                    text.push_str(&format!(
+                        " {} {}.",
+                        lang.t("Appliqué tout de suite :", "Applied at once:"),
+                        live.join(", ")
+                    ));
+                }
+                if !restart.is_empty() {
+                    text.push_str(&format!(
+                        " {} {}.",
+                        lang.t(
+                            "Redémarrez batisync pour appliquer :",
+                            "Restart batisync to apply:"
+                        ),
+                        restart.join(", ")
+                    ));
+                }
+                text
             };
             if !report.overridden_by_env.is_empty() {
                 message.push_str(&format!(
@@ -164,6 +179,34 @@ pub async fn save(
             response
         }
     }
+}
+
+/// Applies the saved keys that need no restart (poll intervals of running flows);
+/// returns (applied, needing a restart).
+fn apply_live(
+    controls: &crate::control::FlowControls,
+    form: &config_file::Submitted,
+    changed: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    for key in changed {
+        let applied = config_file::LIVE
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, flow)| controls.get(flow))
+            .zip(
+                form.get(key.as_str())
+                    .and_then(|v| v.last())
+                    .and_then(|v| v.trim().parse::<u64>().ok()),
+            )
+            .map(|(control, ms)| control.set_interval(Duration::from_millis(ms)));
+        match applied {
+            Some(()) => live.push(key.clone()),
+            None => restart.push(key.clone()),
+        }
+    }
+    (live, restart)
 }
 
 /// `POST /settings/test`: loads the typed values (validation), then tries each
@@ -249,5 +292,38 @@ async fn test_batisimply(settings: &crate::settings::Settings) -> ProbeResult {
     match crate::batisimply::BatisimplyClient::new(settings.batisimply.clone()) {
         Ok(client) => health::probe_batisimply(&client).await,
         Err(error) => ProbeResult::failed(crate::batisimply::explain(&error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::FlowControls;
+
+    #[test]
+    fn poll_intervals_apply_at_once_and_the_rest_waits_for_a_restart() {
+        let controls = FlowControls::default();
+        let heures = controls.flow("heures");
+        let mut form = config_file::Submitted::new();
+        form.insert("heures.poll_interval_ms".into(), vec!["5000".into()]);
+        form.insert("batigest.host".into(), vec!["sql.local".into()]);
+        let changed = vec![
+            "heures.poll_interval_ms".to_owned(),
+            "batigest.host".to_owned(),
+        ];
+
+        let (live, restart) = apply_live(&controls, &form, &changed);
+
+        assert_eq!(live, vec!["heures.poll_interval_ms".to_owned()]);
+        assert_eq!(restart, vec!["batigest.host".to_owned()]);
+        assert_eq!(
+            heures.interval_or(Duration::from_secs(15)),
+            Duration::from_secs(5)
+        );
+        let chantiers = controls.flow("chantiers");
+        assert_eq!(
+            chantiers.interval_or(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 }
