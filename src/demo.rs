@@ -110,7 +110,7 @@ impl Demo {
         let app = Application::build(settings, registry)
             .await?
             .with_employee_source(Arc::new(ConsoleEmployees(employees.clone())));
-        forget_previous_demo_slots(app.pool()).await?;
+        forget_previous_demo_state(app.pool()).await?;
         app.health().set_probe(Arc::new(FixedProbe::new(
             Component::SqlServer,
             ProbeResult::ok("Batigest SIMULÉ / SIMULATED (en mémoire / in memory)"),
@@ -301,12 +301,13 @@ async fn edit_until_stopped(
     Ok(())
 }
 
-/// Both simulated ends start empty on every run (slot ids start again at 1), so what
-/// the heures flow remembers of a previous demo run is forgotten first.
-async fn forget_previous_demo_slots(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+/// Both simulated ends start empty on every run (project and slot ids start again at
+/// 1), so what the flows remember of a previous demo run (links to projects and rows
+/// that no longer exist, slot captures) is forgotten first.
+async fn forget_previous_demo_state(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM batisync.links WHERE flow = $1")
-        .bind(heures::FLOW)
+    sqlx::query("DELETE FROM batisync.links WHERE flow = ANY($1)")
+        .bind([heures::FLOW, chantiers::FLOW])
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM batisync.slot_captures")
@@ -318,7 +319,7 @@ async fn forget_previous_demo_slots(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         .await?;
     tx.commit()
         .await
-        .context("forgetting the previous demo's time slots")
+        .context("forgetting the previous demo's links")
 }
 
 fn worker_id(n: usize) -> String {
