@@ -591,3 +591,49 @@ async fn a_project_without_code_is_a_dead_letter_until_its_chantier_is_known() {
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_full_reads_only_the_recent_days_are_read() {
+    // Arrange: a slot 20 days old and one from yesterday; every poll reads the last 7 days,
+    // the whole 40-day window only every deletion_sweep_secs.
+    let last_week = HeuresSettings {
+        recent_days: 7,
+        ..settings()
+    };
+    let mut h = Harness::new(last_week, Faults::default()).await;
+    let old = h.sim.insert_slot(&h.slot(0, 0, recent(0)));
+    let yesterday = Utc::now().duration_trunc(Span::minutes(1)).expect("minute") - Span::days(1);
+    let new = h.sim.insert_slot(&h.slot(1, 0, yesterday));
+    let first = h.poll().await;
+    h.drain().await;
+
+    // Act: both corrected, then a read between sweeps, then a sweep.
+    for id in [&old, &new] {
+        h.sim.update_slot(id, |s| s.minutes = 120).expect("edit");
+    }
+    let between = h.poll().await;
+    h.drain().await;
+    sqlx::query(
+        "UPDATE batisync.cursors SET position = jsonb_set(position, '{swept_at}', '\"2000-01-01T00:00:00Z\"')
+         WHERE source = 'batisimply:timeSlots'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .expect("make the sweep due");
+    let sweep = h.poll().await;
+    h.drain().await;
+
+    // Assert
+    assert!(first.full_read);
+    assert_eq!((first.read, first.changed), (2, 2));
+    assert!(between.window_read && !between.full_read);
+    assert_eq!((between.read, between.changed, between.vanished), (1, 1, 0));
+    assert!(sweep.full_read);
+    assert_eq!((sweep.read, sweep.changed, sweep.vanished), (2, 1, 0));
+    assert!(
+        h.rows()
+            .iter()
+            .all(|r| r.values.hours == Hours::from_minutes(120))
+    );
+    h.finish().await;
+}

@@ -47,6 +47,8 @@ pub fn settings() -> HeuresSettings {
         poll_interval_ms: 1_000,
         days_back: 40,
         days_ahead: 7,
+        // The whole window on every poll, unless a test says otherwise.
+        recent_days: 400,
         ..HeuresSettings::default()
     }
 }

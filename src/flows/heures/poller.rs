@@ -2,12 +2,13 @@
 //! outbox only the slots that are new, changed or gone since the last capture, with the
 //! cursor and the capture hashes, in one transaction.
 //!
-//! Reads: with `batisimply.timeslot_modified_since_param` set, the slots modified since
-//! the previous read (minus `overlap_secs`), and the whole watched window every
-//! `deletion_sweep_secs` (a modified-since answer cannot show deleted slots); without
-//! it, the watched window (`days_back` before now to `days_ahead` after) on every poll,
-//! in windows the API accepts. A slot missing from a window read is a delete only when
-//! its start lies inside the window by more than `overlap_secs`, and only when every
+//! Reads: the whole watched window (`days_back` before now to `days_ahead` after, in
+//! windows the API accepts) on the first poll and every `deletion_sweep_secs`; in
+//! between, with `batisimply.timeslot_modified_since_param` set, the slots modified
+//! since the previous read (minus `overlap_secs`; such an answer cannot show deleted
+//! slots), otherwise the recent part of the window (`recent_days` before now to
+//! `days_ahead` after). A slot missing from a window read is a delete only when
+//! its start lies inside that window by more than `overlap_secs`, and only when every
 //! record of the answer could be identified.
 //!
 //! Only the process holding the source's advisory lock polls; it also keeps the
@@ -57,8 +58,11 @@ pub enum PollError {
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
-    /// The whole watched window was read (deletes can be seen).
+    /// A window was read (deletes can be seen inside it): the recent part of the
+    /// watched window, or all of it.
     pub window_read: bool,
+    /// The whole watched window was read.
+    pub full_read: bool,
     /// Slots read.
     pub read: usize,
     /// Records of the answer that could not be read (reported, not captured).
@@ -74,6 +78,18 @@ pub struct PollReport {
     pub load: Option<LoadStarted>,
     /// The run recorded when the poll stored events (its figures: [`runs::recent`]).
     pub run: Option<RunStarted>,
+}
+
+/// What one poll reads.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// Slots modified since this instant.
+    Since(DateTime<Utc>),
+    /// Slots starting in `range`; `full`: the whole watched window.
+    Window {
+        range: (DateTime<Utc>, DateTime<Utc>),
+        full: bool,
+    },
 }
 
 /// Where the reads stand.
@@ -147,27 +163,43 @@ impl<E: EmployeeSource> Poller<E> {
         let overlap = TimeDelta::seconds(i64::try_from(settings.overlap_secs).unwrap_or(0));
         let sweep_every =
             TimeDelta::seconds(i64::try_from(settings.deletion_sweep_secs).unwrap_or(i64::MAX));
-        let incremental = match (cursor.since, cursor.swept_at) {
-            (Some(since), Some(swept)) if self.client.supports_modified_since() => {
-                (started - swept < sweep_every).then_some(since - overlap)
+        let sweep_due = cursor
+            .swept_at
+            .is_none_or(|swept| started - swept >= sweep_every);
+        let recent_from = started - TimeDelta::days(i64::from(settings.recent_days));
+        let read = match cursor.since {
+            Some(since) if !sweep_due && self.client.supports_modified_since() => {
+                Read::Since(since - overlap)
             }
-            _ => None,
+            _ if !sweep_due && recent_from > window.0 => Read::Window {
+                range: (recent_from, window.1),
+                full: false,
+            },
+            _ => Read::Window {
+                range: window,
+                full: true,
+            },
         };
-        let listing = match incremental {
-            Some(since) => self.client.list_time_slots_modified_since(since).await?,
-            None => self.client.list_time_slots(window.0, window.1).await?,
+        let listing = match read {
+            Read::Since(since) => self.client.list_time_slots_modified_since(since).await?,
+            Read::Window { range, .. } => self.client.list_time_slots(range.0, range.1).await?,
+        };
+        let watched = match read {
+            Read::Since(_) => None,
+            Read::Window { range, .. } => Some(range),
         };
         let mut report = PollReport {
-            window_read: incremental.is_none(),
+            window_read: watched.is_some(),
+            full_read: matches!(read, Read::Window { full: true, .. }),
             read: listing.records.len(),
             ..PollReport::default()
         };
         let (events, rows, vanished) = self
-            .changes(&mut conn, &listing, window, overlap, &mut report, started)
+            .changes(&mut conn, &listing, watched, overlap, &mut report, started)
             .await?;
         let next = json!(PollCursor {
             since: Some(started),
-            swept_at: if report.window_read {
+            swept_at: if report.full_read {
                 Some(started)
             } else {
                 cursor.swept_at
@@ -184,7 +216,7 @@ impl<E: EmployeeSource> Poller<E> {
         let mark = loads::event_mark(&mut tx).await?;
         report.captured = outbox::capture(&mut tx, FLOW, &events, Some(advance), true).await?;
         store::record_captures(&mut tx, &rows, &vanished).await?;
-        if report.window_read {
+        if report.full_read {
             store::forget_captures_before(&mut tx, window.0 - overlap).await?;
         }
         if stored.is_none() {
@@ -206,7 +238,7 @@ impl<E: EmployeeSource> Poller<E> {
         &self,
         conn: &mut PgConnection,
         listing: &Listing<TimeSlot>,
-        window: (DateTime<Utc>, DateTime<Utc>),
+        watched: Option<(DateTime<Utc>, DateTime<Utc>)>,
         overlap: TimeDelta,
         report: &mut PollReport,
         now: DateTime<Utc>,
@@ -241,7 +273,7 @@ impl<E: EmployeeSource> Poller<E> {
         report.changed = events.len();
         report.rejected.clone_from(&listing.rejected);
         let mut vanished = Vec::new();
-        if report.window_read {
+        if let Some(window) = watched {
             if listing.rejected.iter().any(|r| r.record_id.is_none()) {
                 tracing::warn!(
                     flow = FLOW,

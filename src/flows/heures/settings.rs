@@ -40,12 +40,17 @@ pub struct HeuresSettings {
     pub days_back: u32,
     /// Days after now watched (slots entered in advance).
     pub days_ahead: u32,
+    /// Days before now read on every poll; older slots of the watched window are read
+    /// every `deletion_sweep_secs` (`recent_days >= days_back`: the whole window every
+    /// poll).
+    pub recent_days: u32,
     /// Margin against clock skew, in seconds: a modified-since read starts this much
     /// before the previous read, and slots this close to the window's edges are never
     /// taken as deleted when they are missing.
     pub overlap_secs: u64,
-    /// With a modified-since query, how often the whole window is still read to see
-    /// deleted slots (the modified-since answer cannot show them), in seconds.
+    /// How often the whole watched window is read, in seconds: changes to slots older
+    /// than `recent_days` and deleted slots (a modified-since answer cannot show them)
+    /// are seen within this delay.
     pub deletion_sweep_secs: u64,
     /// Time zone of `SuiviMO.Date` (IANA name).
     pub timezone: String,
@@ -69,6 +74,7 @@ impl Default for HeuresSettings {
             poll_interval_ms: 15_000,
             days_back: 35,
             days_ahead: 7,
+            recent_days: 7,
             overlap_secs: 120,
             deletion_sweep_secs: 600,
             timezone: "Europe/Paris".to_owned(),
@@ -104,6 +110,12 @@ impl HeuresSettings {
             return Err(SettingsError::invalid(
                 key("days_ahead"),
                 "must be at most 400",
+            ));
+        }
+        if self.recent_days == 0 {
+            return Err(SettingsError::invalid(
+                key("recent_days"),
+                "must be at least 1",
             ));
         }
         if self.overlap_secs > 86_400 {
