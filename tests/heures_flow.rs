@@ -511,13 +511,7 @@ async fn with_a_modified_since_query_only_changes_are_read_and_a_sweep_finds_del
     h.sim.delete_slot(&ids[1]).expect("delete");
     let incremental = h.poll().await;
     h.drain().await;
-    sqlx::query(
-        "UPDATE batisync.cursors SET position = jsonb_set(position, '{swept_at}', '\"2000-01-01T00:00:00Z\"')
-         WHERE source = 'batisimply:timeSlots'",
-    )
-    .execute(&h.db.pool)
-    .await
-    .expect("make the sweep due");
+    h.make_sweep_due().await;
     let sweep = h.poll().await;
     h.drain().await;
 
@@ -613,13 +607,7 @@ async fn between_full_reads_only_the_recent_days_are_read() {
     }
     let between = h.poll().await;
     h.drain().await;
-    sqlx::query(
-        "UPDATE batisync.cursors SET position = jsonb_set(position, '{swept_at}', '\"2000-01-01T00:00:00Z\"')
-         WHERE source = 'batisimply:timeSlots'",
-    )
-    .execute(&h.db.pool)
-    .await
-    .expect("make the sweep due");
+    h.make_sweep_due().await;
     let sweep = h.poll().await;
     h.drain().await;
 

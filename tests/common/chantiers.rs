@@ -121,15 +121,7 @@ impl Harness {
     }
 
     pub async fn outcomes(&self, code: &str) -> Vec<(String, Option<String>, Option<String>)> {
-        sqlx::query_as(
-            "SELECT status, outcome, last_error FROM batisync.outbox
-             WHERE flow = $1 AND entity_key = $2 ORDER BY id",
-        )
-        .bind(FLOW)
-        .bind(code)
-        .fetch_all(&self.db.pool)
-        .await
-        .expect("outcomes")
+        crate::common::outcomes(&self.db, FLOW, code).await
     }
 
     pub async fn finish(self) {

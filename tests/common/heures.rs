@@ -162,15 +162,21 @@ impl<L: LedgerWriter + 'static> Harness<L> {
 
     /// `(status, outcome, last_error)` of a slot's events, oldest first.
     pub async fn outcomes(&self, slot: &str) -> Vec<(String, Option<String>, Option<String>)> {
-        sqlx::query_as(
-            "SELECT status, outcome, last_error FROM batisync.outbox
-             WHERE flow = $1 AND entity_key = $2 ORDER BY id",
+        crate::common::outcomes(&self.db, FLOW, slot).await
+    }
+
+    /// Makes the next poll read the whole watched window (as if the last full read
+    /// were long ago).
+    pub async fn make_sweep_due(&self) {
+        sqlx::query(
+            "UPDATE batisync.cursors
+             SET position = jsonb_set(position, '{swept_at}', '\"2000-01-01T00:00:00Z\"')
+             WHERE source = $1",
         )
-        .bind(FLOW)
-        .bind(slot)
-        .fetch_all(&self.db.pool)
+        .bind(heures::poller::SOURCE)
+        .execute(&self.db.pool)
         .await
-        .expect("outcomes")
+        .expect("make the sweep due");
     }
 
     pub async fn finish(self) {

@@ -163,3 +163,20 @@ pub async fn drain<H: batisync::dispatch::Handler>(
     }
     panic!("events still open after 100000 dispatch steps");
 }
+
+/// `(status, outcome, last_error)` of one entity's events, oldest first.
+pub async fn outcomes(
+    db: &TestDb,
+    flow: &str,
+    key: &str,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, outcome, last_error FROM batisync.outbox
+         WHERE flow = $1 AND entity_key = $2 ORDER BY id",
+    )
+    .bind(flow)
+    .bind(key)
+    .fetch_all(&db.pool)
+    .await
+    .expect("outcomes")
+}
