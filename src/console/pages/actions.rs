@@ -164,14 +164,7 @@ pub async fn pause(
     Extension(ctx): Extension<Ctx>,
     Form(form): Form<FlowForm>,
 ) -> Response {
-    let message = match console.controls().get(&form.flow) {
-        None => unknown_flow(ctx.lang, &form.flow),
-        Some(c) => {
-            c.pause();
-            format!("{} : {}", form.flow, ctx.lang.t("en pause.", "paused."))
-        }
-    };
-    back(&console, &ctx, message)
+    set_paused(&console, &ctx, &form.flow, true)
 }
 
 /// `POST /actions/resume`.
@@ -180,14 +173,23 @@ pub async fn resume(
     Extension(ctx): Extension<Ctx>,
     Form(form): Form<FlowForm>,
 ) -> Response {
-    let message = match console.controls().get(&form.flow) {
-        None => unknown_flow(ctx.lang, &form.flow),
+    set_paused(&console, &ctx, &form.flow, false)
+}
+
+/// Pauses or resumes a flow, then goes back with a message.
+fn set_paused(console: &Console, ctx: &Ctx, flow: &str, paused: bool) -> Response {
+    let message = match console.controls().get(flow) {
+        None => unknown_flow(ctx.lang, flow),
+        Some(c) if paused => {
+            c.pause();
+            format!("{flow} : {}", ctx.lang.t("en pause.", "paused."))
+        }
         Some(c) => {
             c.resume();
-            format!("{} : {}", form.flow, ctx.lang.t("repris.", "resumed."))
+            format!("{flow} : {}", ctx.lang.t("repris.", "resumed."))
         }
     };
-    back(&console, &ctx, message)
+    back(console, ctx, message)
 }
 
 /// `POST /actions/resync`.
