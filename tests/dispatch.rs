@@ -369,7 +369,7 @@ async fn shutdown_releases_claims_that_do_not_finish_within_the_grace_period() {
     stop(rt).await;
 
     let (status, attempts, locked_by): (String, i32, Option<String>) =
-        sqlx::query_as("SELECT status, attempts, locked_by FROM batisync.outbox")
+        sqlx::query_as("SELECT status, attempts, locked_by FROM batisync.events")
             .fetch_one(&db.pool)
             .await
             .unwrap();

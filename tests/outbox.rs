@@ -89,7 +89,7 @@ async fn a_cursor_moved_by_someone_else_refuses_the_capture() {
         .scalar("SELECT position FROM batisync.cursors WHERE source = 's'")
         .await;
     assert_eq!(position, one);
-    assert_eq!(db.status_counts().await, [("waiting".to_string(), 1)]);
+    assert_eq!(db.status_counts().await, [("pending".to_string(), 1)]);
     db.drop().await;
 }
 
@@ -346,5 +346,49 @@ async fn delivered_events_past_retention_are_pruned() {
 
     assert_eq!(pruned, 3);
     assert_eq!(db.status_counts().await, [("done".to_string(), 2)]);
+    db.drop().await;
+}
+
+/// The support queries in `sql/inspect/` run against the current schema, with events in
+/// every state (the psql variables they use are given a value).
+#[tokio::test]
+async fn the_inspect_queries_run_on_the_current_schema() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    outbox
+        .capture(
+            FLOW,
+            &[event("A", 1), event("A", 2), event("B", 1)],
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let claimed = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+    outbox
+        .ack(FLOW, "w", &[(claimed[0].id, "ok".into())])
+        .await
+        .unwrap();
+    outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
+
+    let mut files: Vec<_> = std::fs::read_dir("sql/inspect")
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sql: String = text
+            .lines()
+            .filter(|line| !line.starts_with('\\'))
+            .map(|line| line.replace(":key", "'A'"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
     db.drop().await;
 }

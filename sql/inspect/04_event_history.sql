@@ -3,7 +3,7 @@
 \set key '''00000042'''
 SELECT o.id, o.flow, o.status, o.operation, o.attempts, o.captured_at, o.finished_at,
        o.outcome, o.last_error
-FROM batisync.outbox o
+FROM batisync.events o
 WHERE o.entity_key = :key
 ORDER BY o.id DESC
 LIMIT 50;

@@ -1,9 +1,11 @@
 -- Events claimed by a worker whose lease has expired (the worker crashed or hung).
 -- The maintenance task puts them back automatically; this shows whether it keeps up.
-SELECT id, flow, entity_key, locked_by, locked_until, attempts
-FROM batisync.outbox
-WHERE status = 'in_flight' AND locked_until < now()
-ORDER BY locked_until;
+SELECT q.event_id AS id, q.flow, q.entity_key, q.locked_by, q.claimed_at, q.locked_until,
+       o.attempts AS finished_attempts
+FROM batisync.queue q
+JOIN batisync.outbox o ON o.id = q.event_id
+WHERE q.locked_by IS NOT NULL AND q.locked_until < now()
+ORDER BY q.locked_until;
 
 -- Cursors: how far each source has been read.
 SELECT source, position, updated_at FROM batisync.cursors ORDER BY source;

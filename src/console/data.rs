@@ -160,22 +160,18 @@ fn day(text: &str) -> Option<chrono::NaiveDate> {
 /// Database errors.
 pub async fn activity(pool: &PgPool, f: &ActivityFilter) -> Result<Vec<ActivityRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT * FROM ( \
-           SELECT o.id, o.flow, o.entity_key, o.operation, \
-                  CASE WHEN o.status = 'waiting' AND EXISTS ( \
-                           SELECT 1 FROM batisync.queue q WHERE q.flow = o.flow AND q.event_id = o.id) \
-                       THEN 'pending' ELSE o.status END AS status, \
-                  o.attempts, o.captured_at, o.finished_at, o.last_error, o.outcome \
-           FROM batisync.outbox o \
-           WHERE ($1::text IS NULL OR o.flow = $1) \
-             AND ($3::text IS NULL OR o.entity_key = $3) \
-             AND ($4::date IS NULL OR o.captured_at >= $4::date::timestamp AT TIME ZONE $8) \
-             AND ($5::date IS NULL OR o.captured_at < ($5::date + 1)::timestamp AT TIME ZONE $8) \
-             AND ($6::text IS NULL OR o.last_error ILIKE $6 OR EXISTS ( \
-                  SELECT 1 FROM batisync.outbox_failures f WHERE f.event_id = o.id AND f.message ILIKE $6)) \
-             AND ($7::bigint IS NULL OR o.id < $7) \
-           ORDER BY o.id DESC) e \
-         WHERE $2::text IS NULL OR e.status = $2 \
+        "SELECT id, flow, entity_key, operation, status, attempts, captured_at, finished_at, \
+                last_error, outcome \
+         FROM batisync.events e \
+         WHERE ($1::text IS NULL OR flow = $1) \
+           AND ($2::text IS NULL OR status = $2) \
+           AND ($3::text IS NULL OR entity_key = $3) \
+           AND ($4::date IS NULL OR captured_at >= $4::date::timestamp AT TIME ZONE $8) \
+           AND ($5::date IS NULL OR captured_at < ($5::date + 1)::timestamp AT TIME ZONE $8) \
+           AND ($6::text IS NULL OR last_error ILIKE $6 OR EXISTS ( \
+                SELECT 1 FROM batisync.outbox_failures f WHERE f.event_id = e.id AND f.message ILIKE $6)) \
+           AND ($7::bigint IS NULL OR id < $7) \
+         ORDER BY id DESC \
          LIMIT $9",
     )
     .bind(blank(&f.flow))

@@ -62,17 +62,12 @@ pub struct ListFilter {
 /// Database errors.
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<EventSummary>, OutboxError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM ( \
-           SELECT o.id, o.flow, o.entity_key, o.operation, \
-                  CASE WHEN o.status = 'waiting' AND EXISTS ( \
-                           SELECT 1 FROM batisync.queue q WHERE q.flow = o.flow AND q.event_id = o.id) \
-                       THEN 'pending' ELSE o.status END AS status, \
-                  o.attempts, o.captured_at, o.next_attempt_at, o.finished_at, o.last_error, o.outcome \
-           FROM batisync.outbox o \
-           WHERE ($1::text IS NULL OR o.flow = $1) AND ($3::text IS NULL OR o.entity_key = $3) \
-             AND ($4::bigint IS NULL OR o.id < $4) \
-           ORDER BY o.id DESC) e \
-         WHERE $2::text IS NULL OR e.status = $2 \
+        "SELECT id, flow, entity_key, operation, status, attempts, captured_at, next_attempt_at, \
+                finished_at, last_error, outcome \
+         FROM batisync.events \
+         WHERE ($1::text IS NULL OR flow = $1) AND ($2::text IS NULL OR status = $2) \
+           AND ($3::text IS NULL OR entity_key = $3) AND ($4::bigint IS NULL OR id < $4) \
+         ORDER BY id DESC \
          LIMIT $5",
     )
     .bind(&filter.flow)
@@ -132,7 +127,7 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<Option<EventDetail>, OutboxE
     };
     let row: DetailRow = sqlx::query_as(
         "SELECT source_version, payload, source_modified_at, locked_by, locked_until, \
-                first_attempt_at, superseded_by FROM batisync.outbox WHERE id = $1",
+                first_attempt_at, superseded_by FROM batisync.events WHERE id = $1",
     )
     .bind(id)
     .fetch_one(pool)

@@ -194,7 +194,7 @@ SELECT l.id, l.flow, l.source, l.started_at, l.finished_at, l.total,
        extract(epoch FROM coalesce(l.finished_at, now()) - l.started_at)::float8 AS elapsed_s
 FROM (SELECT DISTINCT ON (flow) * FROM batisync.loads ORDER BY flow, id DESC) l
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE o.status IN ('waiting', 'pending', 'in_flight')) AS open,
+    SELECT count(*) FILTER (WHERE o.status IN ('waiting', 'pending')) AS open,
            count(*) FILTER (WHERE o.status = 'dead') AS dead,
            count(*) FILTER (WHERE o.status IN ('done', 'superseded')
                             AND o.finished_at > now() - make_interval(secs => $1)) AS recent
@@ -233,7 +233,7 @@ pub async fn finish_completed(pool: &PgPool) -> Result<Vec<LoadProgress>, Outbox
            AND NOT EXISTS (
                SELECT 1 FROM batisync.outbox o
                WHERE o.flow = l.flow AND o.id BETWEEN l.first_event_id AND l.last_event_id
-                 AND o.status IN ('waiting', 'pending', 'in_flight'))
+                 AND o.status IN ('waiting', 'pending'))
          RETURNING l.id, l.flow, l.source, l.started_at, l.finished_at, l.total,
                    0::int8 AS open, l.dead, 0::int8 AS recent,
                    extract(epoch FROM l.finished_at - l.started_at)::float8 AS elapsed_s",

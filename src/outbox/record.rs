@@ -12,19 +12,19 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use super::store::count_round_trips;
 use super::{Failure, NOTIFY_CHANNEL, Outbox, OutboxError};
 
-/// The claimed events are their keys' heads (unless a lease was lost, and then the
-/// outcome is fenced off below anyway).
+/// Locks the queue rows of the keys of `$2` (event ids), in key order.
 const LOCK_HEADS: &str = r#"
 SELECT 1 FROM batisync.queue
-WHERE flow = $1 AND event_id = ANY($2)
+WHERE flow = $1
+  AND entity_key IN (SELECT entity_key FROM batisync.outbox WHERE id = ANY($2))
 ORDER BY flow, entity_key
 FOR UPDATE
 "#;
 
-/// Delivered (`kind` NULL) and dead events are finished; each key's head moves to its
-/// next open event, or the key leaves the queue. (The new head's row is not touched:
-/// the queue row is what makes it claimable; views show queue heads as pending.) Fenced by `locked_by`: an event whose
-/// lease was lost (rescued, maybe claimed by another worker) is left alone.
+/// Delivered (`kind` NULL) and dead events are finished (the attempt is counted); each
+/// key's head moves to its next open event, or the key leaves the queue. Fenced by the
+/// queue row: an event whose key is no longer claimed by this worker for this event
+/// (its lease expired, maybe another worker took it) is left alone.
 const FINISH: &str = r#"
 WITH f AS (
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
@@ -33,10 +33,11 @@ WITH f AS (
 fin AS (
     UPDATE batisync.outbox o
     SET status = CASE WHEN f.kind IS NULL THEN 'done' ELSE 'dead' END,
-        finished_at = now(), locked_by = NULL, locked_until = NULL,
-        outcome = f.outcome, last_error = coalesce(f.message, o.last_error)
-    FROM f
-    WHERE o.id = f.id AND o.status = 'in_flight' AND o.locked_by = $5
+        attempts = o.attempts + 1, first_attempt_at = coalesce(o.first_attempt_at, q.claimed_at),
+        finished_at = now(), outcome = f.outcome, last_error = coalesce(f.message, o.last_error)
+    FROM f, batisync.queue q
+    WHERE o.id = f.id AND o.status IN ('waiting', 'pending')
+      AND q.flow = $6 AND q.entity_key = o.entity_key AND q.event_id = o.id AND q.locked_by = $5
     RETURNING o.id, o.entity_key, o.attempts, f.kind, f.message
 ),
 dead AS (
@@ -58,7 +59,8 @@ nxt AS (
 ),
 moved AS (
     UPDATE batisync.queue q
-    SET event_id = nxt.next_id, locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+    SET event_id = nxt.next_id, locked_by = NULL, locked_until = NULL, claimed_at = NULL,
+        next_attempt_at = now()
     FROM nxt
     WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NOT NULL
     RETURNING q.event_id
@@ -73,7 +75,8 @@ note AS (
 SELECT (SELECT count(*) FROM fin WHERE kind IS NULL), (SELECT count(*) FROM note)
 "#;
 
-/// Failed attempts that will be retried: the head stays, unclaimed, due later.
+/// Failed attempts that will be retried (the attempt is counted): the head stays,
+/// unclaimed, due later. Fenced like [`FINISH`].
 const RETRY: &str = r#"
 WITH f AS (
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
@@ -81,33 +84,32 @@ WITH f AS (
 ),
 upd AS (
     UPDATE batisync.outbox o
-    SET status = 'pending', next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
-        last_error = f.message, locked_by = NULL, locked_until = NULL
-    FROM f
-    WHERE o.id = f.id AND o.status = 'in_flight' AND o.locked_by = $5
-    RETURNING o.id, o.flow, o.entity_key, o.attempts, o.next_attempt_at, f.kind, f.message
+    SET status = 'pending', attempts = o.attempts + 1,
+        first_attempt_at = coalesce(o.first_attempt_at, q.claimed_at),
+        next_attempt_at = now() + f.delay_ms * interval '1 millisecond', last_error = f.message
+    FROM f, batisync.queue q
+    WHERE o.id = f.id AND o.status IN ('waiting', 'pending')
+      AND q.flow = $6 AND q.entity_key = o.entity_key AND q.event_id = o.id AND q.locked_by = $5
+    RETURNING o.id, o.entity_key, o.attempts, o.next_attempt_at, f.kind, f.message
 ),
 queued AS (
     UPDATE batisync.queue q
-    SET locked_by = NULL, locked_until = NULL, next_attempt_at = upd.next_attempt_at
-    FROM upd WHERE q.flow = upd.flow AND q.entity_key = upd.entity_key AND q.event_id = upd.id
+    SET locked_by = NULL, locked_until = NULL, claimed_at = NULL,
+        next_attempt_at = upd.next_attempt_at
+    FROM upd WHERE q.flow = $6 AND q.entity_key = upd.entity_key
 )
 INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
 SELECT id, attempts, kind, message FROM upd
 "#;
 
-/// Claims given back at shutdown: the attempt is not counted.
+/// Claims given back at shutdown: only the queue rows change, the attempt is not
+/// counted.
 const RELEASE: &str = r#"
-WITH rel AS (
-    UPDATE batisync.outbox
-    SET status = 'pending', locked_by = NULL, locked_until = NULL,
-        attempts = greatest(attempts - 1, 0), next_attempt_at = now()
-    WHERE id = ANY($1) AND status = 'in_flight' AND locked_by = $2
-    RETURNING id, flow, entity_key
-)
 UPDATE batisync.queue q
-SET locked_by = NULL, locked_until = NULL, next_attempt_at = now()
-FROM rel WHERE q.flow = rel.flow AND q.entity_key = rel.entity_key AND q.event_id = rel.id
+SET locked_by = NULL, locked_until = NULL, claimed_at = NULL, next_attempt_at = now()
+FROM batisync.outbox o
+WHERE o.id = ANY($1) AND q.flow = $3 AND q.entity_key = o.entity_key AND q.event_id = o.id
+  AND q.locked_by = $2
 "#;
 
 impl Outbox {
@@ -165,7 +167,7 @@ impl Outbox {
             .execute(&mut *tx)
             .await?;
         let acked = finish(&mut tx, flow, worker, done, failures).await?;
-        retry(&mut tx, worker, failures).await?;
+        retry(&mut tx, flow, worker, failures).await?;
         tx.commit().await?;
         count_round_trips(3);
         Ok(acked)
@@ -188,6 +190,7 @@ impl Outbox {
         let released = sqlx::query(RELEASE)
             .bind(ids)
             .bind(worker)
+            .bind(flow)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -244,6 +247,7 @@ async fn finish(
 
 async fn retry(
     conn: &mut PgConnection,
+    flow: &str,
     worker: &str,
     failures: &[Failure],
 ) -> Result<(), OutboxError> {
@@ -267,6 +271,7 @@ async fn retry(
                 .collect::<Vec<_>>(),
         )
         .bind(worker)
+        .bind(flow)
         .execute(&mut *conn)
         .await?;
     count_round_trips(1);

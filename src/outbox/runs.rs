@@ -106,7 +106,7 @@ CROSS JOIN LATERAL (
            count(*) FILTER (WHERE o.status = 'done') AS done,
            count(*) FILTER (WHERE o.status = 'superseded') AS superseded,
            count(*) FILTER (WHERE o.status = 'dead') AS dead,
-           count(*) FILTER (WHERE o.status IN ('waiting', 'pending', 'in_flight')) AS open,
+           count(*) FILTER (WHERE o.status IN ('waiting', 'pending')) AS open,
            max(o.finished_at) AS last_finished
     FROM batisync.outbox o
     WHERE o.flow = r.flow AND o.id BETWEEN r.first_event_id AND r.last_event_id

@@ -30,13 +30,13 @@ pub(crate) fn count_round_trips(n: u64) {
     ROUND_TRIPS.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Stores a batch, supersedes older waiting events of the same keys when asked, gives
-/// every key without a queue row one (its first new event is the head), wakes the
-/// dispatchers and moves the cursor: one statement, atomic on its own.
+/// Stores a batch (events already replaced by a later one of the same batch are stored
+/// as superseded), gives every key without a queue row one (its first new event is the
+/// head), wakes the dispatchers and moves the cursor: one statement, atomic on its own.
 ///
 /// The queue upsert takes the key's queue row lock until commit (in key order), so a
 /// concurrent ack of that key waits and then sees these events when it looks for the
-/// key's next event.
+/// key's next event, and no claim takes the key meanwhile.
 const INSERT_EVENTS: &str = r#"
 WITH input AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[])
@@ -53,16 +53,6 @@ ins AS (
     ON CONFLICT (flow, entity_key, source_version) DO NOTHING
     RETURNING id, entity_key, status
 ),
-sup AS (
-    UPDATE batisync.outbox o
-    SET status = 'superseded', superseded_by = i.id, finished_at = now(),
-        outcome = 'superseded by event ' || i.id
-    FROM ins i
-    WHERE $8 AND i.status <> 'superseded'
-      AND o.flow = $1 AND o.entity_key = i.entity_key AND o.status = 'waiting' AND o.id < i.id
-      AND NOT EXISTS (SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.event_id = o.id)
-    RETURNING o.id
-),
 heads AS (
     INSERT INTO batisync.queue (flow, entity_key, event_id)
     SELECT $1, entity_key, min(id) FROM ins WHERE status <> 'superseded'
@@ -74,16 +64,40 @@ heads AS (
 ),
 cur AS (
     INSERT INTO batisync.cursors (source, position)
-    SELECT $9, $10 WHERE $9 IS NOT NULL
+    SELECT $8, $9 WHERE $8 IS NOT NULL
     ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
     RETURNING 1
 ),
 note AS (
-    SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM heads)
+    SELECT pg_notify($10, $1) WHERE EXISTS (SELECT 1 FROM heads)
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
-       (SELECT count(*) FROM sup) + (SELECT count(*) FROM ins WHERE status = 'superseded') AS superseded,
-       (SELECT count(*) FROM cur) + (SELECT count(*) FROM note) AS side_effects
+       (SELECT count(*) FROM ins WHERE status = 'superseded') AS superseded,
+       (SELECT count(*) FROM cur) + (SELECT count(*) FROM note) AS side_effects,
+       -- The keys given new open events (their queue rows are now held), when asked.
+       CASE WHEN $11 THEN ARRAY(SELECT DISTINCT entity_key FROM ins WHERE status <> 'superseded')
+       END AS keys
+"#;
+
+/// Older waiting events of the keys a capture gave new events are replaced by the
+/// newest one. Runs after [`INSERT_EVENTS`] in the same transaction: that statement
+/// holds those keys' queue rows from then until commit, so this one (with a fresh snapshot) sees each key's current
+/// head, which is never superseded (it may be being delivered), and no ack can move a
+/// head meanwhile. Events before the head are all finished, so the scan starts there.
+const SUPERSEDE_OLDER: &str = r#"
+WITH newest AS (
+    SELECT q.entity_key, q.event_id AS head,
+           (SELECT max(o.id) FROM batisync.outbox o
+            WHERE o.flow = $1 AND o.entity_key = q.entity_key AND o.status = 'waiting') AS id
+    FROM batisync.queue q
+    WHERE q.flow = $1 AND q.entity_key = ANY($2)
+)
+UPDATE batisync.outbox o
+SET status = 'superseded', superseded_by = n.id, finished_at = now(),
+    outcome = 'superseded by event ' || n.id
+FROM newest n
+WHERE o.flow = $1 AND o.entity_key = n.entity_key AND o.id > n.head AND o.id < n.id
+  AND o.status = 'waiting'
 "#;
 
 /// Stores `events` for `flow` and moves the cursor on `conn`, possibly inside the
@@ -92,8 +106,9 @@ SELECT (SELECT count(*) FROM ins) AS inserted,
 ///
 /// With `supersede`, an event replaces the older waiting events of its key, including
 /// older ones of the same batch (the event being delivered, if any, is not touched).
-/// When `cursor` is given, run this in a transaction: its `expected` position is
-/// checked under a row lock first.
+/// When `cursor` is given or `supersede` is set, run this in a transaction: the
+/// cursor's `expected` position is checked under a row lock first; superseding is a
+/// second statement.
 ///
 /// # Errors
 /// [`OutboxError::CursorConflict`] when another process moved the cursor; database
@@ -110,7 +125,7 @@ pub async fn capture(
         check_cursor(conn, advance).await?;
     }
     let statuses = initial_statuses(events, supersede);
-    let row: (i64, i64, i64) = sqlx::query_as(INSERT_EVENTS)
+    let row: (i64, i64, i64, Option<Vec<String>>) = sqlx::query_as(INSERT_EVENTS)
         .bind(flow)
         .bind(
             events
@@ -138,14 +153,23 @@ pub async fn capture(
                 .collect::<Vec<_>>(),
         )
         .bind(statuses)
-        .bind(supersede)
         .bind(cursor.as_ref().map(|c| c.source))
         .bind(cursor.as_ref().map(|c| c.next))
         .bind(NOTIFY_CHANNEL)
+        .bind(supersede)
         .fetch_one(&mut *conn)
         .await?;
     count_round_trips(1);
-    let (inserted, superseded) = (row.0 as u64, row.1 as u64);
+    let (inserted, mut superseded) = (row.0 as u64, row.1 as u64);
+    if let Some(keys) = row.3.filter(|keys| !keys.is_empty()) {
+        superseded += sqlx::query(SUPERSEDE_OLDER)
+            .bind(flow)
+            .bind(keys)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        count_round_trips(1);
+    }
     crate::metrics::get().captured(flow, inserted, superseded);
     Ok(CaptureReport {
         inserted,
@@ -228,7 +252,9 @@ impl TryFrom<EventRow> for Event {
 
 /// The oldest due heads of a flow (a claimed head is due again only when its lease
 /// ends). A key has one head at most, so this never hands out two events of one key.
-/// Rows locked by a concurrent claim or capture are skipped, never waited for.
+/// Rows locked by a concurrent claim, capture or ack are skipped, never waited for.
+/// Only the keys' queue rows are written: the attempt being made is `attempts + 1`,
+/// recorded with its outcome.
 const CLAIM: &str = r#"
 WITH picked AS (
     SELECT entity_key FROM batisync.queue
@@ -240,18 +266,14 @@ WITH picked AS (
 claimed AS (
     UPDATE batisync.queue q
     SET next_attempt_at = now() + $4 * interval '1 millisecond', locked_by = $3,
-        locked_until = now() + $4 * interval '1 millisecond'
+        locked_until = now() + $4 * interval '1 millisecond', claimed_at = now()
     FROM picked
     WHERE q.flow = $1 AND q.entity_key = picked.entity_key
-    RETURNING q.event_id, q.locked_until
+    RETURNING q.event_id
 )
-UPDATE batisync.outbox o
-SET status = 'in_flight', locked_by = $3, locked_until = c.locked_until,
-    attempts = o.attempts + 1, first_attempt_at = coalesce(o.first_attempt_at, now())
-FROM claimed c
-WHERE o.id = c.event_id
-RETURNING o.id, o.flow, o.entity_key, o.source_version, o.operation, o.payload,
-          o.source_modified_at, o.attempts, o.captured_at
+SELECT o.id, o.flow, o.entity_key, o.source_version, o.operation, o.payload,
+       o.source_modified_at, o.attempts + 1 AS attempts, o.captured_at
+FROM claimed c JOIN batisync.outbox o ON o.id = c.event_id
 "#;
 
 impl Outbox {
@@ -298,7 +320,8 @@ impl Outbox {
         Ok(due)
     }
 
-    /// Captures (in a transaction when a cursor is compared); see [`capture`].
+    /// Captures (in a transaction when a cursor is compared or older events are
+    /// superseded); see [`capture`].
     ///
     /// # Errors
     /// As [`capture`].
@@ -309,7 +332,7 @@ impl Outbox {
         cursor: Option<CursorAdvance<'_>>,
         supersede: bool,
     ) -> Result<CaptureReport, OutboxError> {
-        if cursor.is_none() {
+        if cursor.is_none() && !supersede {
             // A single statement is atomic on its own: no BEGIN/COMMIT needed.
             let mut conn = self.pool.acquire().await?;
             return capture(&mut conn, flow, events, cursor, supersede).await;

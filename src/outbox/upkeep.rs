@@ -4,27 +4,28 @@ use std::time::Duration;
 
 use super::{NOTIFY_CHANNEL, Outbox, OutboxError};
 
-/// Claimed heads whose lease ran out go back to pending. The attempt they used is kept
+/// Claimed heads whose lease ran out are due again. The attempt they used is counted
 /// (a hanging handler or a crashed worker costs one retry) and logged. Rows locked by
 /// someone else (the worker acking right now) are skipped.
 const RESCUE: &str = r#"
 WITH expired AS (
-    SELECT flow, entity_key FROM batisync.queue
+    SELECT flow, entity_key, claimed_at FROM batisync.queue
     WHERE locked_by IS NOT NULL AND locked_until < now()
     ORDER BY flow, entity_key
     FOR UPDATE SKIP LOCKED
 ),
 freed AS (
     UPDATE batisync.queue q
-    SET locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+    SET locked_by = NULL, locked_until = NULL, claimed_at = NULL, next_attempt_at = now()
     FROM expired e WHERE q.flow = e.flow AND q.entity_key = e.entity_key
-    RETURNING q.event_id, q.flow
+    RETURNING q.event_id, q.flow, e.claimed_at
 ),
 r AS (
     UPDATE batisync.outbox o
-    SET status = 'pending', locked_by = NULL, locked_until = NULL, next_attempt_at = now(),
+    SET status = 'pending', attempts = o.attempts + 1, next_attempt_at = now(),
+        first_attempt_at = coalesce(o.first_attempt_at, freed.claimed_at),
         last_error = 'lease expired: the worker crashed, hung or lost its connection'
-    FROM freed WHERE o.id = freed.event_id AND o.status = 'in_flight'
+    FROM freed WHERE o.id = freed.event_id AND o.status IN ('waiting', 'pending')
     RETURNING o.id, o.attempts, o.last_error
 ),
 log AS (
@@ -49,7 +50,8 @@ SET status = 'superseded', superseded_by = newest.id, finished_at = now(),
     outcome = 'superseded by event ' || newest.id
 FROM newest
 WHERE o.flow = $1 AND o.entity_key = $2 AND o.status = 'waiting' AND o.id < newest.id
-  AND NOT EXISTS (SELECT 1 FROM batisync.queue q WHERE q.flow = $1 AND q.event_id = o.id)
+  AND NOT EXISTS (SELECT 1 FROM batisync.queue q
+                  WHERE q.flow = $1 AND q.entity_key = $2 AND q.event_id = o.id)
 "#;
 
 /// Dead letters go back to the queue with a fresh attempt budget, unless a newer event
@@ -67,7 +69,7 @@ decided AS (
     SELECT c.id, c.flow, c.entity_key,
            (SELECT max(n.id) FROM batisync.outbox n
             WHERE n.flow = c.flow AND n.entity_key = c.entity_key AND n.id > c.id
-              AND (n.status IN ('waiting', 'pending', 'in_flight', 'done')
+              AND (n.status IN ('waiting', 'pending', 'done')
                    OR n.id IN (SELECT id FROM chosen))) AS newer
     FROM chosen c
 ),
@@ -85,7 +87,7 @@ upd AS (
     UPDATE batisync.outbox o
     SET status = CASE WHEN h.event_id IS NULL THEN 'superseded' ELSE 'pending' END,
         superseded_by = d.newer,
-        attempts = 0, next_attempt_at = now(), locked_by = NULL, locked_until = NULL,
+        attempts = 0, next_attempt_at = now(),
         finished_at = CASE WHEN h.event_id IS NULL THEN now() END,
         outcome = CASE WHEN h.event_id IS NOT NULL THEN 're-driven'
                        ELSE 're-drive skipped: a newer event of this key exists' END
@@ -118,7 +120,7 @@ pub struct RedriveReport {
 }
 
 impl Outbox {
-    /// Returns claimed events whose lease expired to pending; returns how many.
+    /// Makes claimed events whose lease expired due again; returns how many.
     ///
     /// # Errors
     /// Database errors.

@@ -79,7 +79,7 @@ impl TestDb {
 
     pub async fn status_counts(&self) -> Vec<(String, i64)> {
         sqlx::query_as(
-            "SELECT status, count(*) FROM batisync.outbox GROUP BY status ORDER BY status",
+            "SELECT status, count(*) FROM batisync.events GROUP BY status ORDER BY status",
         )
         .fetch_all(&self.pool)
         .await
@@ -98,7 +98,7 @@ impl TestDb {
     }
 
     pub async fn status_of(&self, id: i64) -> String {
-        sqlx::query_scalar("SELECT status FROM batisync.outbox WHERE id = $1")
+        sqlx::query_scalar("SELECT status FROM batisync.events WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await
@@ -152,7 +152,9 @@ pub async fn drain<H: batisync::dispatch::Handler>(
         total.dead += outcome.dead;
         if outcome.is_empty() {
             let open: i64 = db
-                .scalar("SELECT count(*) FROM batisync.outbox WHERE status IN ('waiting', 'pending', 'in_flight')")
+                .scalar(
+                    "SELECT count(*) FROM batisync.outbox WHERE status IN ('waiting', 'pending')",
+                )
                 .await;
             if open == 0 {
                 return total;
