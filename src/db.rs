@@ -33,12 +33,6 @@ pub fn connect_options(settings: &PostgresSettings) -> PgConnectOptions {
             SslMode::VerifyCa => PgSslMode::VerifyCa,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
         });
-    // The outbox statements take whole batches as array parameters. A generic plan
-    // (chosen by PostgreSQL after five executions of a prepared statement) guesses 10
-    // elements per array and picks nested loops the wrong way round: measured with
-    // `batisync bench outbox`, the drain took 1.7 times as long. Planning each
-    // execution with its real parameters costs well under a millisecond.
-    options = options.options([("plan_cache_mode", "force_custom_plan")]);
     if !settings.synchronous_commit {
         options = options.options([("synchronous_commit", "off")]);
     }

@@ -9,10 +9,10 @@
 
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::store::count_round_trips;
+use super::store::{UNPREPARED, count_round_trips};
 use super::{Failure, NOTIFY_CHANNEL, Outbox, OutboxError};
 
-/// Locks the queue rows of the keys of `$2` (event ids), in key order.
+/// Locks the queue rows of the keys of the claimed events `$2`, in key order.
 const LOCK_HEADS: &str = r#"
 SELECT 1 FROM batisync.queue
 WHERE flow = $1
@@ -22,7 +22,9 @@ FOR UPDATE
 "#;
 
 /// Delivered (`kind` NULL) and dead events are finished (the attempt is counted); each
-/// key's head moves to its next open event, or the key leaves the queue. Fenced by the
+/// key's head moves to its next open event (keeping the key's place in the queue if
+/// that event was already waiting when this one was claimed), or the key leaves the
+/// queue. Fenced by the
 /// queue row: an event whose key is no longer claimed by this worker for this event
 /// (its lease expired, maybe another worker took it) is left alone.
 const FINISH: &str = r#"
@@ -49,10 +51,10 @@ log AS (
     SELECT id, attempts, kind, message FROM fin WHERE kind IS NOT NULL
 ),
 nxt AS (
-    SELECT fin.entity_key, n.id AS next_id
+    SELECT fin.entity_key, n.id AS next_id, n.captured_at AS next_captured_at
     FROM fin
     LEFT JOIN LATERAL (
-        SELECT o.id FROM batisync.outbox o
+        SELECT o.id, o.captured_at FROM batisync.outbox o
         WHERE o.flow = $6 AND o.entity_key = fin.entity_key AND o.id > fin.id
           AND o.status IN ('waiting', 'pending')
         ORDER BY o.id LIMIT 1) n ON true
@@ -60,7 +62,11 @@ nxt AS (
 moved AS (
     UPDATE batisync.queue q
     SET event_id = nxt.next_id, locked_by = NULL, locked_until = NULL, claimed_at = NULL,
-        next_attempt_at = now()
+        next_attempt_at = now(),
+        -- The key keeps its place for events that were waiting when this one was
+        -- claimed (no indexed column changes), and goes to the back for newer ones.
+        position = CASE WHEN nxt.next_captured_at > q.claimed_at THEN nxt.next_id
+                        ELSE q.position END
     FROM nxt
     WHERE q.flow = $6 AND q.entity_key = nxt.entity_key AND nxt.next_id IS NOT NULL
     RETURNING q.event_id
@@ -162,6 +168,7 @@ impl Outbox {
             .chain(failures.iter().map(|f| f.event_id))
             .collect();
         sqlx::query(LOCK_HEADS)
+            .persistent(false)
             .bind(flow)
             .bind(&ids)
             .execute(&mut *tx)
@@ -169,7 +176,7 @@ impl Outbox {
         let acked = finish(&mut tx, flow, worker, done, failures).await?;
         retry(&mut tx, flow, worker, failures).await?;
         tx.commit().await?;
-        count_round_trips(3);
+        count_round_trips(2 + UNPREPARED);
         Ok(acked)
     }
 
@@ -183,6 +190,7 @@ impl Outbox {
         }
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
         sqlx::query(LOCK_HEADS)
+            .persistent(false)
             .bind(flow)
             .bind(ids)
             .execute(&mut *tx)
@@ -195,7 +203,7 @@ impl Outbox {
             .await?
             .rows_affected();
         tx.commit().await?;
-        count_round_trips(4);
+        count_round_trips(3 + UNPREPARED);
         Ok(released)
     }
 }
@@ -232,6 +240,7 @@ async fn finish(
         .chain(dead.iter().map(|f| Some(f.message.as_str())))
         .collect();
     let (acked, _): (i64, i64) = sqlx::query_as(FINISH)
+        .persistent(false)
         .bind(ids)
         .bind(outcomes)
         .bind(kinds)
@@ -241,7 +250,7 @@ async fn finish(
         .bind(NOTIFY_CHANNEL)
         .fetch_one(&mut *conn)
         .await?;
-    count_round_trips(1);
+    count_round_trips(UNPREPARED);
     Ok(acked as u64)
 }
 
@@ -256,6 +265,7 @@ async fn retry(
         return Ok(());
     }
     sqlx::query(RETRY)
+        .persistent(false)
         .bind(retried.iter().map(|f| f.event_id).collect::<Vec<_>>())
         .bind(retried.iter().map(|f| f.kind).collect::<Vec<_>>())
         .bind(
@@ -274,6 +284,6 @@ async fn retry(
         .bind(flow)
         .execute(&mut *conn)
         .await?;
-    count_round_trips(1);
+    count_round_trips(UNPREPARED);
     Ok(())
 }

@@ -77,8 +77,8 @@ undead AS (
     DELETE FROM batisync.dead_events d USING decided WHERE d.event_id = decided.id
 ),
 heads AS (
-    INSERT INTO batisync.queue (flow, entity_key, event_id)
-    SELECT flow, entity_key, id FROM decided WHERE newer IS NULL
+    INSERT INTO batisync.queue (flow, entity_key, event_id, position)
+    SELECT flow, entity_key, id, id FROM decided WHERE newer IS NULL
     ORDER BY flow, entity_key
     ON CONFLICT (flow, entity_key) DO NOTHING
     RETURNING event_id, flow
