@@ -392,3 +392,60 @@ async fn the_inspect_queries_run_on_the_current_schema() {
     }
     db.drop().await;
 }
+
+/// Keys are claimed in the order they started waiting. A key keeps its place for the
+/// events that were already waiting when its previous event was claimed; an event
+/// captured after that claim sends the key to the back of the line.
+#[tokio::test]
+async fn keys_are_served_in_the_order_they_started_waiting() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    outbox
+        .capture(FLOW, &[event("A", 1), event("B", 1)], None, false)
+        .await
+        .unwrap();
+    outbox
+        .capture(FLOW, &[event("A", 2)], None, false)
+        .await
+        .unwrap();
+
+    let first = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+    assert_eq!(first[0].source_version, "1");
+    assert_eq!(first[0].entity_key, "A");
+    outbox
+        .ack(FLOW, "w", &[(first[0].id, "ok".into())])
+        .await
+        .unwrap();
+    // A2 was waiting when A1 was claimed: A keeps its place, ahead of B (whose event
+    // is older than A2).
+    let second = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+    assert_eq!(
+        (
+            second[0].entity_key.as_str(),
+            second[0].source_version.as_str()
+        ),
+        ("A", "2")
+    );
+
+    // A3 arrives while A2 is being delivered: after A2, A goes behind B.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    outbox
+        .capture(FLOW, &[event("A", 3)], None, false)
+        .await
+        .unwrap();
+    outbox
+        .ack(FLOW, "w", &[(second[0].id, "ok".into())])
+        .await
+        .unwrap();
+    let third = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+    assert_eq!(third[0].entity_key, "B");
+    let fourth = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+    assert_eq!(
+        (
+            fourth[0].entity_key.as_str(),
+            fourth[0].source_version.as_str()
+        ),
+        ("A", "3")
+    );
+    db.drop().await;
+}
