@@ -400,52 +400,40 @@ async fn the_inspect_queries_run_on_the_current_schema() {
 async fn keys_are_served_in_the_order_they_started_waiting() {
     let db = TestDb::new().await;
     let outbox = db.outbox();
-    outbox
-        .capture(FLOW, &[event("A", 1), event("B", 1)], None, false)
-        .await
-        .unwrap();
-    outbox
-        .capture(FLOW, &[event("A", 2)], None, false)
-        .await
-        .unwrap();
+    let capture = |events: Vec<NewEvent>| {
+        let outbox = outbox.clone();
+        async move { outbox.capture(FLOW, &events, None, false).await.unwrap() }
+    };
+    let next = || async {
+        let mut claimed = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
+        let event = claimed.pop().unwrap();
+        (
+            event.entity_key.clone(),
+            event.source_version.clone(),
+            event.id,
+        )
+    };
+    let ack = |id: i64| {
+        let outbox = outbox.clone();
+        async move { outbox.ack(FLOW, "w", &[(id, "ok".into())]).await.unwrap() }
+    };
+    capture(vec![event("A", 1), event("B", 1)]).await;
+    capture(vec![event("A", 2)]).await;
 
-    let first = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
-    assert_eq!(first[0].source_version, "1");
-    assert_eq!(first[0].entity_key, "A");
-    outbox
-        .ack(FLOW, "w", &[(first[0].id, "ok".into())])
-        .await
-        .unwrap();
+    let (key, version, id) = next().await;
+    assert_eq!((key.as_str(), version.as_str()), ("A", "1"));
+    ack(id).await;
     // A2 was waiting when A1 was claimed: A keeps its place, ahead of B (whose event
     // is older than A2).
-    let second = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
-    assert_eq!(
-        (
-            second[0].entity_key.as_str(),
-            second[0].source_version.as_str()
-        ),
-        ("A", "2")
-    );
+    let (key, version, a2) = next().await;
+    assert_eq!((key.as_str(), version.as_str()), ("A", "2"));
 
     // A3 arrives while A2 is being delivered: after A2, A goes behind B.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    outbox
-        .capture(FLOW, &[event("A", 3)], None, false)
-        .await
-        .unwrap();
-    outbox
-        .ack(FLOW, "w", &[(second[0].id, "ok".into())])
-        .await
-        .unwrap();
-    let third = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
-    assert_eq!(third[0].entity_key, "B");
-    let fourth = outbox.claim(FLOW, "w", 1, LEASE).await.unwrap();
-    assert_eq!(
-        (
-            fourth[0].entity_key.as_str(),
-            fourth[0].source_version.as_str()
-        ),
-        ("A", "3")
-    );
+    capture(vec![event("A", 3)]).await;
+    ack(a2).await;
+    assert_eq!(next().await.0, "B");
+    let (key, version, _) = next().await;
+    assert_eq!((key.as_str(), version.as_str()), ("A", "3"));
     db.drop().await;
 }

@@ -9,17 +9,19 @@
 
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::store::{UNPREPARED, count_round_trips};
+use super::store::{BatchSql, batch_sql, count_round_trips};
 use super::{Failure, NOTIFY_CHANNEL, Outbox, OutboxError};
 
 /// Locks the queue rows of the keys of the claimed events `$2`, in key order.
-const LOCK_HEADS: &str = r#"
+const LOCK_HEADS: BatchSql = batch_sql!(
+    r#"
 SELECT 1 FROM batisync.queue
 WHERE flow = $1
   AND entity_key IN (SELECT entity_key FROM batisync.outbox WHERE id = ANY($2))
 ORDER BY flow, entity_key
 FOR UPDATE
-"#;
+"#
+);
 
 /// Delivered (`kind` NULL) and dead events are finished (the attempt is counted); each
 /// key's head moves to its next open event (keeping the key's place in the queue if
@@ -27,7 +29,8 @@ FOR UPDATE
 /// queue. Fenced by the
 /// queue row: an event whose key is no longer claimed by this worker for this event
 /// (its lease expired, maybe another worker took it) is left alone.
-const FINISH: &str = r#"
+const FINISH: BatchSql = batch_sql!(
+    r#"
 WITH f AS (
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
            AS t(id, outcome, kind, message)
@@ -79,11 +82,13 @@ note AS (
     SELECT pg_notify($7, $6) WHERE EXISTS (SELECT 1 FROM moved)
 )
 SELECT (SELECT count(*) FROM fin WHERE kind IS NULL), (SELECT count(*) FROM note)
-"#;
+"#
+);
 
 /// Failed attempts that will be retried (the attempt is counted): the head stays,
 /// unclaimed, due later. Fenced like [`FINISH`].
-const RETRY: &str = r#"
+const RETRY: BatchSql = batch_sql!(
+    r#"
 WITH f AS (
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
            AS t(id, kind, message, delay_ms)
@@ -106,7 +111,8 @@ queued AS (
 )
 INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
 SELECT id, attempts, kind, message FROM upd
-"#;
+"#
+);
 
 /// Claims given back at shutdown: only the queue rows change, the attempt is not
 /// counted.
@@ -167,8 +173,9 @@ impl Outbox {
             .map(|d| d.0)
             .chain(failures.iter().map(|f| f.event_id))
             .collect();
-        sqlx::query(LOCK_HEADS)
-            .persistent(false)
+        let (sql, persistent, trips) = LOCK_HEADS.for_batch(ids.len());
+        sqlx::query(sql)
+            .persistent(persistent)
             .bind(flow)
             .bind(&ids)
             .execute(&mut *tx)
@@ -176,7 +183,7 @@ impl Outbox {
         let acked = finish(&mut tx, flow, worker, done, failures).await?;
         retry(&mut tx, flow, worker, failures).await?;
         tx.commit().await?;
-        count_round_trips(2 + UNPREPARED);
+        count_round_trips(2 + trips);
         Ok(acked)
     }
 
@@ -189,8 +196,9 @@ impl Outbox {
             return Ok(0);
         }
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
-        sqlx::query(LOCK_HEADS)
-            .persistent(false)
+        let (sql, persistent, trips) = LOCK_HEADS.for_batch(ids.len());
+        sqlx::query(sql)
+            .persistent(persistent)
             .bind(flow)
             .bind(ids)
             .execute(&mut *tx)
@@ -203,7 +211,7 @@ impl Outbox {
             .await?
             .rows_affected();
         tx.commit().await?;
-        count_round_trips(3 + UNPREPARED);
+        count_round_trips(3 + trips);
         Ok(released)
     }
 }
@@ -239,8 +247,9 @@ async fn finish(
         .map(|_| None)
         .chain(dead.iter().map(|f| Some(f.message.as_str())))
         .collect();
-    let (acked, _): (i64, i64) = sqlx::query_as(FINISH)
-        .persistent(false)
+    let (sql, persistent, trips) = FINISH.for_batch(ids.len());
+    let (acked, _): (i64, i64) = sqlx::query_as(sql)
+        .persistent(persistent)
         .bind(ids)
         .bind(outcomes)
         .bind(kinds)
@@ -250,7 +259,7 @@ async fn finish(
         .bind(NOTIFY_CHANNEL)
         .fetch_one(&mut *conn)
         .await?;
-    count_round_trips(UNPREPARED);
+    count_round_trips(trips);
     Ok(acked as u64)
 }
 
@@ -264,8 +273,9 @@ async fn retry(
     if retried.is_empty() {
         return Ok(());
     }
-    sqlx::query(RETRY)
-        .persistent(false)
+    let (sql, persistent, trips) = RETRY.for_batch(retried.len());
+    sqlx::query(sql)
+        .persistent(persistent)
         .bind(retried.iter().map(|f| f.event_id).collect::<Vec<_>>())
         .bind(retried.iter().map(|f| f.kind).collect::<Vec<_>>())
         .bind(
@@ -284,6 +294,6 @@ async fn retry(
         .bind(flow)
         .execute(&mut *conn)
         .await?;
-    count_round_trips(UNPREPARED);
+    count_round_trips(trips);
     Ok(())
 }

@@ -26,13 +26,45 @@ pub fn round_trips() -> u64 {
     ROUND_TRIPS.load(Ordering::Relaxed)
 }
 
-/// Round trips of a statement sent with `.persistent(false)`: it is parsed (and
-/// described) each time, then run. The batch statements are sent that way so that
-/// PostgreSQL plans them with their real array parameters: a prepared statement gets a
-/// generic plan after five executions, which guesses 10 elements per array and, for the
-/// outcome statements, picked nested loops the wrong way round (measured with
-/// `batisync bench outbox`: the drain took 1.7 times as long).
-pub(crate) const UNPREPARED: u64 = 2;
+/// Batches up to this size run as prepared statements; larger ones are planned with
+/// their arrays (see [`BatchSql`]).
+const SMALL_BATCH: usize = 16;
+
+/// A statement that takes a whole batch as array parameters, in two spellings. Prepared
+/// (parsed once per connection), PostgreSQL keeps a generic plan after five runs, which
+/// guesses 10 elements per array: right for small batches, but for 250 events it picked
+/// nested loops the wrong way round (measured with `batisync bench outbox`: the drain
+/// took 1.7 times as long). Unprepared, it is planned at each run with the real arrays,
+/// for one more round trip (parse and describe). The two texts differ by a comment, so
+/// sqlx's statement cache never hands the prepared one out for a large batch.
+pub(crate) struct BatchSql {
+    prepared: &'static str,
+    planned: &'static str,
+}
+
+/// Builds a [`BatchSql`] from one SQL literal.
+macro_rules! batch_sql {
+    ($sql:literal) => {
+        $crate::outbox::store::BatchSql::new($sql, concat!($sql, "-- planned with its arrays\n"))
+    };
+}
+pub(crate) use batch_sql;
+
+impl BatchSql {
+    pub(crate) const fn new(prepared: &'static str, planned: &'static str) -> Self {
+        Self { prepared, planned }
+    }
+
+    /// The text to send for a batch of `n`, whether to keep it prepared, and the round
+    /// trips it costs.
+    pub(crate) fn for_batch(&self, n: usize) -> (&'static str, bool, u64) {
+        if n <= SMALL_BATCH {
+            (self.prepared, true, 1)
+        } else {
+            (self.planned, false, 2)
+        }
+    }
+}
 
 pub(crate) fn count_round_trips(n: u64) {
     ROUND_TRIPS.fetch_add(n, Ordering::Relaxed);
@@ -263,7 +295,8 @@ impl TryFrom<EventRow> for Event {
 /// Rows locked by a concurrent claim, capture or ack are skipped, never waited for.
 /// Only the keys' queue rows are written: the attempt being made is `attempts + 1`,
 /// recorded with its outcome.
-const CLAIM: &str = r#"
+const CLAIM: BatchSql = batch_sql!(
+    r#"
 WITH picked AS (
     SELECT entity_key FROM batisync.queue
     WHERE flow = $1 AND next_attempt_at <= now()
@@ -282,7 +315,8 @@ claimed AS (
 SELECT o.id, o.flow, o.entity_key, o.source_version, o.operation, o.payload,
        o.source_modified_at, o.attempts + 1 AS attempts, o.captured_at
 FROM claimed c JOIN batisync.outbox o ON o.id = c.event_id
-"#;
+"#
+);
 
 impl Outbox {
     /// Claims up to `limit` events of `flow` for `worker` under a lease of `lease`.
@@ -297,15 +331,17 @@ impl Outbox {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Event>, OutboxError> {
-        let rows: Vec<EventRow> = sqlx::query_as(CLAIM)
-            .persistent(false)
+        let (sql, persistent, trips) =
+            CLAIM.for_batch(usize::try_from(limit).unwrap_or(usize::MAX));
+        let rows: Vec<EventRow> = sqlx::query_as(sql)
+            .persistent(persistent)
             .bind(flow)
             .bind(limit)
             .bind(worker)
             .bind(lease.as_millis() as i64)
             .fetch_all(&self.pool)
             .await?;
-        count_round_trips(UNPREPARED);
+        count_round_trips(trips);
         let mut events: Vec<Event> = rows
             .into_iter()
             .map(Event::try_from)
