@@ -18,6 +18,13 @@
 --   each head move) cost about a quarter of the drain; without any index, claims scan
 --   the whole queue and a catch-up over 20,000 keys was 15-25 % slower.
 
+-- Claims made under the previous scheme end now; their events are due again (the
+-- attempt was already counted when they were claimed).
+UPDATE batisync.outbox SET status = 'pending' WHERE status = 'in_flight';
+UPDATE batisync.queue
+SET locked_by = NULL, locked_until = NULL, next_attempt_at = now()
+WHERE locked_by IS NOT NULL;
+
 ALTER TABLE batisync.queue ADD COLUMN claimed_at timestamptz;
 ALTER TABLE batisync.queue ADD COLUMN position bigint;
 UPDATE batisync.queue SET position = event_id;

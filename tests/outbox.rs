@@ -437,3 +437,44 @@ async fn keys_are_served_in_the_order_they_started_waiting() {
     assert_eq!((key.as_str(), version.as_str()), ("A", "3"));
     db.drop().await;
 }
+
+/// Upgrading from the schema where claims wrote outbox rows: a claim in progress ends
+/// (its attempt stays counted), the queue order follows the heads, and delivery goes on
+/// in per-key order.
+#[tokio::test]
+async fn an_upgrade_ends_old_claims_and_keeps_per_key_order() {
+    let db = TestDb::migrated_to(Some(20261127122000)).await;
+    for sql in [
+        "INSERT INTO batisync.outbox (flow, entity_key, source_version, operation, payload, \
+                status, attempts, locked_by, locked_until) VALUES \
+         ('chantiers', 'A', '1', 'upsert', '{}', 'in_flight', 1, 'w', now() + interval '1 minute'), \
+         ('chantiers', 'A', '2', 'upsert', '{}', 'waiting', 0, NULL, NULL), \
+         ('chantiers', 'B', '1', 'upsert', '{}', 'pending', 2, NULL, NULL)",
+        "INSERT INTO batisync.queue (flow, entity_key, event_id, locked_by, locked_until, next_attempt_at) \
+         SELECT flow, entity_key, min(id), 'w', now() + interval '1 minute', now() + interval '1 minute' \
+         FROM batisync.outbox WHERE entity_key = 'A' GROUP BY flow, entity_key",
+        "INSERT INTO batisync.queue (flow, entity_key, event_id) \
+         SELECT flow, entity_key, id FROM batisync.outbox WHERE entity_key = 'B'",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+
+    batisync::db::migrator().run(&db.pool).await.unwrap();
+
+    assert_eq!(
+        db.status_counts().await,
+        [("pending".to_string(), 2), ("waiting".to_string(), 1)]
+    );
+    let outbox = db.outbox();
+    let claimed = outbox.claim(FLOW, "w2", 10, LEASE).await.unwrap();
+    let seen: Vec<(&str, &str, i32)> = claimed
+        .iter()
+        .map(|e| (e.entity_key.as_str(), e.source_version.as_str(), e.attempts))
+        .collect();
+    assert_eq!(seen, [("A", "1", 2), ("B", "1", 3)]);
+    let done: Vec<(i64, String)> = claimed.iter().map(|e| (e.id, "ok".into())).collect();
+    assert_eq!(outbox.ack(FLOW, "w2", &done).await.unwrap(), 2);
+    let next = outbox.claim(FLOW, "w2", 10, LEASE).await.unwrap();
+    assert_eq!((next.len(), next[0].source_version.as_str()), (1, "2"));
+    db.drop().await;
+}

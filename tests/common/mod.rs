@@ -41,6 +41,11 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::migrated_to(None).await
+    }
+
+    /// A database with the migrations up to `version` applied (all when `None`).
+    pub async fn migrated_to(version: Option<i64>) -> Self {
         let admin = batisync::db::connect(&server_settings())
             .await
             .expect("test PostgreSQL reachable (run scripts/postgres.sh)");
@@ -57,7 +62,12 @@ impl TestDb {
         let pool = batisync::db::connect(&settings)
             .await
             .expect("connect test db");
-        batisync::db::migrator().run(&pool).await.expect("migrate");
+        let migrator = batisync::db::migrator();
+        match version {
+            Some(version) => migrator.run_to(version, &pool).await,
+            None => migrator.run(&pool).await,
+        }
+        .expect("migrate");
         Self {
             pool,
             settings,
