@@ -121,9 +121,10 @@ SELECT (SELECT count(*) FROM ins) AS inserted,
 
 /// Older waiting events of the keys a capture gave new events are replaced by the
 /// newest one. Runs after [`INSERT_EVENTS`] in the same transaction: that statement
-/// holds those keys' queue rows from then until commit, so this one (with a fresh snapshot) sees each key's current
-/// head, which is never superseded (it may be being delivered), and no ack can move a
-/// head meanwhile. Events before the head are all finished, so the scan starts there.
+/// holds those keys' queue rows until commit, so this one (with a fresh snapshot) sees
+/// each key's current head, which is never superseded (it may be being delivered), and
+/// no ack can move a head meanwhile. Events before the head are all finished, so the
+/// scan starts there.
 const SUPERSEDE_OLDER: &str = r#"
 WITH newest AS (
     SELECT q.entity_key, q.event_id AS head,
