@@ -26,9 +26,9 @@ FOR UPDATE
 /// Delivered (`kind` NULL) and dead events are finished (the attempt is counted); each
 /// key's head moves to its next open event (keeping the key's place in the queue if
 /// that event was already waiting when this one was claimed), or the key leaves the
-/// queue. Fenced by the
-/// queue row: an event whose key is no longer claimed by this worker for this event
-/// (its lease expired, maybe another worker took it) is left alone.
+/// queue. Fenced by the queue row: an event whose key is no longer claimed by this
+/// worker for this event (its lease expired, maybe another worker took it) is left
+/// alone.
 const FINISH: BatchSql = batch_sql!(
     r#"
 WITH f AS (
