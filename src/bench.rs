@@ -122,6 +122,8 @@ enum Mode {
 
 struct RunFigures {
     events: u64,
+    /// Share of CPU time the host took from this machine during the run, when known.
+    steal: Option<f64>,
     capture: Duration,
     drain: Duration,
     total: Duration,
@@ -166,7 +168,17 @@ impl std::fmt::Display for RunFigures {
             f,
             "  round trips per event {:.3}",
             self.round_trips as f64 / self.events as f64
-        )
+        )?;
+        if let Some(steal) = self.steal {
+            // On a shared virtual machine, figures are only comparable between runs
+            // with little steal.
+            write!(
+                f,
+                "\n  CPU stolen by the host during the run {:.0} %",
+                steal * 100.0
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -188,6 +200,7 @@ async fn measure(
     });
     let engine = Engine::new(&outbox);
     let trips_before = round_trips();
+    let cpu_before = CpuTimes::read();
     let started = Instant::now();
     if mode == Mode::Streaming {
         engine.start(&handler, workers, batch_size);
@@ -210,8 +223,12 @@ async fn measure(
     )
     .fetch_one(pool)
     .await?;
+    let steal = cpu_before
+        .zip(CpuTimes::read())
+        .and_then(|(before, after)| after.steal_share_since(&before));
     Ok(RunFigures {
         events,
+        steal,
         capture,
         drain,
         total,
@@ -346,6 +363,41 @@ async fn measure_pickup(pool: &PgPool, samples: usize) -> anyhow::Result<Vec<Dur
     Ok(latencies)
 }
 
+/// Cumulated CPU times of the machine (Linux `/proc/stat`, in clock ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// `None` where `/proc/stat` does not exist (Windows) or cannot be read.
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses the first line: `cpu user nice system idle iowait irq softirq steal …`.
+    fn parse(stat: &str) -> Option<Self> {
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?;
+        let steal = *fields.get(7)?;
+        // guest and guest_nice (fields 8 and 9) are already counted in user and nice.
+        let total = fields.iter().take(8).sum();
+        Some(Self { total, steal })
+    }
+
+    fn steal_share_since(&self, before: &Self) -> Option<f64> {
+        let total = self.total.checked_sub(before.total)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        (total > 0).then(|| steal as f64 / total as f64)
+    }
+}
+
 pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -384,5 +436,28 @@ pub(crate) async fn drop_scratch(admin: &PgPool, name: &str) {
     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
     if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await {
         eprintln!("could not drop scratch database {name}: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_the_share_of_stolen_ticks_between_two_readings() {
+        let before = CpuTimes::parse("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3\n").unwrap();
+        let after = CpuTimes::parse("cpu  200 0 100 900 10 0 0 140 7 0\n").unwrap();
+        assert_eq!(
+            before,
+            CpuTimes {
+                total: 1000,
+                steal: 40
+            }
+        );
+        // 350 ticks passed, 100 of them stolen (guest time is not counted twice).
+        let share = after.steal_share_since(&before).unwrap();
+        assert!((share - 100.0 / 350.0).abs() < 1e-9, "{share}");
+        assert_eq!(CpuTimes::parse("intr 1 2 3"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 3"), None, "no steal column");
     }
 }
