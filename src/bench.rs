@@ -29,9 +29,12 @@ pub struct OutboxBenchArgs {
     /// Worker counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "4,8")]
     pub workers: Vec<u32>,
-    /// Events claimed per round trip.
+    /// Entity keys claimed per round trip.
     #[arg(long, default_value_t = 250)]
     pub batch_size: i64,
+    /// Consecutive events of one key claimed together (default: the dispatch default).
+    #[arg(long, default_value_t = DispatchSettings::default().run_length)]
+    pub run_length: i64,
     /// Events written per capture statement.
     #[arg(long, default_value_t = 2_000)]
     pub capture_batch: usize,
@@ -79,12 +82,21 @@ async fn run_all(pool: &PgPool, args: &OutboxBenchArgs) -> anyhow::Result<()> {
         .fetch_one(pool)
         .await?;
     println!(
-        "outbox bench: {} events over {} keys, claim batch {}, capture batch {}, PostgreSQL {version}",
-        args.events, args.keys, args.batch_size, args.capture_batch
+        "outbox bench: {} events over {} keys, claims of {} keys with runs of up to {} events, capture batch {}, PostgreSQL {version}",
+        args.events, args.keys, args.batch_size, args.run_length, args.capture_batch
     );
     let baseline_events = args.baseline_events.unwrap_or(args.events / 5);
     let baseline = if baseline_events > 0 {
-        let run = measure(pool, args, 4, 1, baseline_events, Mode::EnqueueThenDrain).await?;
+        let claim = Claim { keys: 1, run: 1 };
+        let run = measure(
+            pool,
+            args,
+            4,
+            claim,
+            baseline_events,
+            Mode::EnqueueThenDrain,
+        )
+        .await?;
         println!("\nbaseline, one event per claim (4 workers, {baseline_events} events):\n{run}");
         Some(run)
     } else {
@@ -92,7 +104,11 @@ async fn run_all(pool: &PgPool, args: &OutboxBenchArgs) -> anyhow::Result<()> {
     };
     for &workers in &args.workers {
         for mode in [Mode::EnqueueThenDrain, Mode::Streaming] {
-            let run = measure(pool, args, workers, args.batch_size, args.events, mode).await?;
+            let claim = Claim {
+                keys: args.batch_size,
+                run: args.run_length,
+            };
+            let run = measure(pool, args, workers, claim, args.events, mode).await?;
             println!("\n{workers} workers, {mode:?}:\n{run}");
             if let (Mode::EnqueueThenDrain, Some(baseline)) = (mode, &baseline) {
                 println!(
@@ -110,6 +126,13 @@ async fn run_all(pool: &PgPool, args: &OutboxBenchArgs) -> anyhow::Result<()> {
         ms(percentile(&pickup, 0.99))
     );
     Ok(())
+}
+
+/// What one claim takes: keys, and consecutive events per key.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    keys: i64,
+    run: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +209,7 @@ async fn measure(
     pool: &PgPool,
     args: &OutboxBenchArgs,
     workers: u32,
-    batch_size: i64,
+    claim: Claim,
     events: u64,
     mode: Mode,
 ) -> anyhow::Result<RunFigures> {
@@ -203,13 +226,13 @@ async fn measure(
     let cpu_before = CpuTimes::read();
     let started = Instant::now();
     if mode == Mode::Streaming {
-        engine.start(&handler, workers, batch_size);
+        engine.start(&handler, workers, claim);
     }
     capture_all(&outbox, events, args.keys, args.capture_batch).await?;
     let capture = started.elapsed();
     let drain_started = Instant::now();
     if mode == Mode::EnqueueThenDrain {
-        engine.start(&handler, workers, batch_size);
+        engine.start(&handler, workers, claim);
     }
     wait_until_done(pool, &handler, events).await?;
     let drain = drain_started.elapsed();
@@ -255,10 +278,11 @@ impl Engine {
         Self { rt }
     }
 
-    fn start(&self, handler: &Arc<BenchHandler>, workers: u32, batch_size: i64) {
+    fn start(&self, handler: &Arc<BenchHandler>, workers: u32, claim: Claim) {
         let settings = DispatchSettings {
             workers,
-            batch_size,
+            batch_size: claim.keys,
+            run_length: claim.run,
             ..DispatchSettings::default()
         };
         spawn_workers(&self.rt, FLOW, handler.clone(), &settings);
@@ -338,7 +362,7 @@ async fn measure_pickup(pool: &PgPool, samples: usize) -> anyhow::Result<Vec<Dur
         picked: Some(tx),
     });
     let engine = Engine::new(&outbox);
-    engine.start(&handler, 4, 16);
+    engine.start(&handler, 4, Claim { keys: 16, run: 1 });
     tokio::time::sleep(Duration::from_millis(300)).await; // let the workers go idle
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {

@@ -79,11 +79,21 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_over_100_keys_are_applied_once_each_and_in_key_order_by_8_workers() {
+    ten_thousand_events_by_8_workers(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_claimed_in_runs_are_applied_once_each_and_in_key_order_by_8_workers() {
+    ten_thousand_events_by_8_workers(16).await;
+}
+
+async fn ten_thousand_events_by_8_workers(run_length: i64) {
     let db = TestDb::new().await;
     let handler = Arc::new(Recorder::always(Behavior::Apply));
     let settings = DispatchSettings {
         workers: 8,
         batch_size: 64,
+        run_length,
         ..settings()
     };
     let rt = start(&db, &handler, &settings, Duration::from_secs(5));
@@ -431,5 +441,130 @@ async fn a_captured_event_is_picked_up_long_before_the_fallback_poll_thanks_to_n
         );
     }
     stop(rt).await;
+    db.drop().await;
+}
+
+/// `version status attempts` of every event of `key`, oldest first.
+async fn states(db: &TestDb, key: &str) -> Vec<String> {
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT source_version, status, attempts FROM batisync.events
+         WHERE entity_key = $1 ORDER BY id",
+    )
+    .bind(key)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(version, status, attempts)| format!("{version} {status} {attempts}"))
+        .collect()
+}
+
+async fn capture_versions(db: &TestDb, key: &str, versions: std::ops::RangeInclusive<u64>) {
+    let events: Vec<NewEvent> = versions.map(|v| event(key, v)).collect();
+    db.outbox()
+        .capture(FLOW, &events, None, false)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_run_stops_at_its_first_failure_and_its_later_events_wait_untried() {
+    let db = TestDb::new().await;
+    let handler = Arc::new(Recorder::new(|e| {
+        if e.source_version == "2" && e.attempts == 1 {
+            Behavior::Transient
+        } else {
+            Behavior::Apply
+        }
+    }));
+    let worker = dispatcher(&db, &handler, settings());
+    capture_versions(&db, "A", 1..=5).await;
+
+    let first = worker.try_dispatch_batch().await.unwrap();
+    let early = worker.try_dispatch_batch().await.unwrap();
+    assert_eq!(
+        first,
+        BatchOutcome {
+            claimed: 5,
+            applied: 1,
+            retried: 1,
+            dead: 0
+        }
+    );
+    assert_eq!(
+        states(&db, "A").await,
+        [
+            "1 done 1",
+            "2 pending 1",
+            "3 waiting 0",
+            "4 waiting 0",
+            "5 waiting 0"
+        ]
+    );
+    assert_eq!(early.claimed, 0, "nothing of A before its retry is due");
+
+    db.make_retries_due().await;
+    let second = worker.try_dispatch_batch().await.unwrap();
+
+    assert_eq!(second.applied, 4);
+    assert_eq!(handler.seen_by_key()["A"], ["1", "2", "2", "3", "4", "5"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_dead_event_ends_its_run_and_the_next_claim_starts_after_it() {
+    let db = TestDb::new().await;
+    let handler = Arc::new(Recorder::new(|e| {
+        if e.source_version == "2" {
+            Behavior::Permanent
+        } else {
+            Behavior::Apply
+        }
+    }));
+    let worker = dispatcher(&db, &handler, settings());
+    capture_versions(&db, "A", 1..=5).await;
+
+    let first = worker.try_dispatch_batch().await.unwrap();
+    let states_after_first = states(&db, "A").await;
+    let second = worker.try_dispatch_batch().await.unwrap();
+
+    assert_eq!((first.applied, first.dead), (1, 1));
+    assert_eq!(
+        states_after_first,
+        [
+            "1 done 1",
+            "2 dead 1",
+            "3 pending 0",
+            "4 waiting 0",
+            "5 waiting 0"
+        ]
+    );
+    assert_eq!((second.claimed, second.applied), (3, 3));
+    assert_eq!(handler.seen_by_key()["A"], ["1", "2", "3", "4", "5"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_run_starts_no_event_that_could_outlast_three_quarters_of_its_lease() {
+    let db = TestDb::new().await;
+    // Each event takes 1 s. With a lease of 4 s and a timeout of 1.5 s, an event may
+    // start until 1.5 s after the claim (1.5 + 1.5 = 3 s, three quarters of the lease):
+    // the first two start (at 0 and 1 s), the third (at 2 s) does not.
+    let handler = Arc::new(Recorder::always(Behavior::Hang(Duration::from_secs(1))));
+    let settings = DispatchSettings {
+        lease_ms: 4_000,
+        handler_timeout_ms: 1_500,
+        ..settings()
+    };
+    let worker = dispatcher(&db, &handler, settings);
+    capture_versions(&db, "A", 1..=4).await;
+
+    let outcome = worker.try_dispatch_batch().await.unwrap();
+
+    assert_eq!((outcome.claimed, outcome.applied), (4, 2));
+    assert_eq!(
+        states(&db, "A").await,
+        ["1 done 1", "2 done 1", "3 pending 0", "4 waiting 0"]
+    );
     db.drop().await;
 }

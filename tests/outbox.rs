@@ -478,3 +478,131 @@ async fn an_upgrade_ends_old_claims_and_keeps_per_key_order() {
     assert_eq!((next.len(), next[0].source_version.as_str()), (1, "2"));
     db.drop().await;
 }
+
+/// `key@version status attempts` of every event of `key`, oldest first.
+async fn run_states(db: &TestDb, key: &str) -> Vec<String> {
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT source_version, status, attempts FROM batisync.events
+         WHERE entity_key = $1 ORDER BY id",
+    )
+    .bind(key)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(version, status, attempts)| format!("{key}@{version} {status} {attempts}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_claimed_run_is_in_flight_kept_from_other_workers_and_never_superseded() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    let a: Vec<NewEvent> = (1..=5).map(|v| event("A", v)).collect();
+    outbox.capture(FLOW, &a, None, false).await.unwrap();
+    outbox
+        .capture(FLOW, &[event("B", 1)], None, false)
+        .await
+        .unwrap();
+
+    let run = outbox.claim_runs(FLOW, "w1", 10, 3, LEASE).await.unwrap();
+    let other = outbox.claim_runs(FLOW, "w2", 10, 3, LEASE).await.unwrap();
+
+    let claimed: Vec<String> = run
+        .iter()
+        .map(|e| format!("{}@{}", e.entity_key, e.source_version))
+        .collect();
+    assert_eq!(claimed, ["A@1", "A@2", "A@3", "B@1"]);
+    assert!(other.is_empty(), "both keys are claimed: {other:?}");
+    assert_eq!(
+        run_states(&db, "A").await,
+        [
+            "A@1 in_flight 0",
+            "A@2 in_flight 0",
+            "A@3 in_flight 0",
+            "A@4 waiting 0",
+            "A@5 waiting 0"
+        ]
+    );
+
+    // A newer event supersedes the waiting events after the run, not the run.
+    let report = outbox
+        .capture(FLOW, &[event("A", 6)], None, true)
+        .await
+        .unwrap();
+    assert_eq!(report.superseded, 2, "A@4 and A@5");
+
+    // An outcome for an event outside the claimed run is refused.
+    let a6 = db
+        .scalar::<i64>("SELECT id FROM batisync.outbox WHERE source_version = '6'")
+        .await;
+    assert_eq!(
+        outbox.ack(FLOW, "w1", &[(a6, "ok".into())]).await.unwrap(),
+        0
+    );
+
+    // Two of the three were delivered: the head moves to the third, which waits untried.
+    let acked = outbox
+        .ack(
+            FLOW,
+            "w1",
+            &[(run[0].id, "ok".into()), (run[1].id, "ok".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, 2);
+    assert_eq!(
+        run_states(&db, "A").await,
+        [
+            "A@1 done 1",
+            "A@2 done 1",
+            "A@3 pending 0",
+            "A@4 superseded 0",
+            "A@5 superseded 0",
+            "A@6 waiting 0"
+        ]
+    );
+    let next = outbox.claim_runs(FLOW, "w2", 10, 3, LEASE).await.unwrap();
+    let versions: Vec<&str> = next.iter().map(|e| e.source_version.as_str()).collect();
+    assert_eq!(versions, ["3", "6"], "B stays claimed by w1");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_run_whose_lease_expired_comes_back_whole_with_one_attempt_counted_on_its_head() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    let a: Vec<NewEvent> = (1..=3).map(|v| event("A", v)).collect();
+    outbox.capture(FLOW, &a, None, false).await.unwrap();
+    let run = outbox
+        .claim_runs(FLOW, "crashed", 10, 16, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(run.len(), 3);
+    sqlx::query("UPDATE batisync.queue SET locked_until = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(outbox.rescue_expired().await.unwrap(), 1);
+    let again = outbox
+        .claim_runs(FLOW, "healthy", 10, 16, LEASE)
+        .await
+        .unwrap();
+
+    let attempts: Vec<(String, i32)> = again
+        .iter()
+        .map(|e| (e.source_version.clone(), e.attempts))
+        .collect();
+    assert_eq!(
+        attempts,
+        [("1".into(), 2), ("2".into(), 1), ("3".into(), 1)],
+        "the head's lost attempt counts, the others were not known to be tried"
+    );
+    let late = outbox
+        .ack(FLOW, "crashed", &[(run[0].id, "ok".into())])
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "the crashed worker's claim is over");
+    db.drop().await;
+}

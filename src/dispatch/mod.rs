@@ -8,6 +8,7 @@
 mod settings;
 mod worker;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -88,8 +89,8 @@ pub struct Dispatcher<H> {
 }
 
 /// The result of running the handler on one event.
-struct Attempt {
-    event: Event,
+struct Attempt<'a> {
+    event: &'a Event,
     result: Result<Applied, (DispatchError, &'static str)>,
     elapsed: Duration,
 }
@@ -140,22 +141,34 @@ impl<H: Handler> Dispatcher<H> {
     async fn claim(&self) -> Result<Vec<Event>, OutboxError> {
         let lease = Duration::from_millis(self.settings.lease_ms);
         self.outbox
-            .claim(&self.flow, &self.worker_id, self.settings.batch_size, lease)
+            .claim_runs(
+                &self.flow,
+                &self.worker_id,
+                self.settings.batch_size,
+                self.settings.run_length,
+                lease,
+            )
             .await
     }
 
-    /// Applies claimed events concurrently (they all have distinct keys) and records
-    /// the outcomes in two statements.
+    /// Applies the claimed runs concurrently (they all have distinct keys), the events
+    /// of each run in order, and records the outcomes in one transaction.
     async fn process(&self, events: Vec<Event>) -> Result<BatchOutcome, OutboxError> {
         let claimed = events.len();
         if claimed == 0 {
             return Ok(BatchOutcome::default());
         }
-        let attempts = futures::future::join_all(events.into_iter().map(|e| self.attempt(e))).await;
+        let claimed_at = Instant::now();
+        let runs = futures::future::join_all(
+            runs_by_key(&events)
+                .into_iter()
+                .map(|run| self.apply_run(run, claimed_at)),
+        )
+        .await;
         let mut done = Vec::with_capacity(claimed);
         let mut failures = Vec::new();
         let metrics = crate::metrics::get();
-        for attempt in attempts {
+        for attempt in runs.into_iter().flatten() {
             match attempt.result {
                 Ok(applied) => {
                     let since = (chrono::Utc::now() - attempt.event.captured_at)
@@ -165,14 +178,14 @@ impl<H: Handler> Dispatcher<H> {
                     done.push((attempt.event.id, applied.summary));
                 }
                 Err((error, kind)) => {
-                    let failure = self.decide(&attempt.event, &error, kind);
+                    let failure = self.decide(attempt.event, &error, kind);
                     metrics.failed(
                         &self.flow,
                         kind,
                         failure.retry_in.is_none(),
                         attempt.elapsed,
                     );
-                    log_failure(&attempt.event, &failure);
+                    log_failure(attempt.event, &failure);
                     failures.push(failure);
                 }
             }
@@ -184,9 +197,8 @@ impl<H: Handler> Dispatcher<H> {
             retried: failures.len() - dead,
             dead,
         };
-        self.outbox.ack(&self.flow, &self.worker_id, &done).await?;
         self.outbox
-            .fail(&self.flow, &self.worker_id, &failures)
+            .record_claimed(&self.flow, &self.worker_id, &events, &done, &failures)
             .await?;
         // Finishing events may unblock later events of the same keys, and a retry may be
         // due before the idle workers' next poll: let them look.
@@ -194,11 +206,32 @@ impl<H: Handler> Dispatcher<H> {
         Ok(outcome)
     }
 
+    /// Applies one key's run in order. It stops at the first failure (the later events
+    /// must wait for that one), and does not start an event that might still be running
+    /// when the lease is three quarters gone (the rest of the run stays waiting).
+    async fn apply_run<'a>(&self, run: Vec<&'a Event>, claimed_at: Instant) -> Vec<Attempt<'a>> {
+        let lease = Duration::from_millis(self.settings.lease_ms);
+        let timeout = Duration::from_millis(self.settings.handler_timeout_ms);
+        let mut attempts = Vec::with_capacity(run.len());
+        for event in run {
+            if !attempts.is_empty() && claimed_at.elapsed() + timeout > lease * 3 / 4 {
+                break;
+            }
+            let attempt = self.attempt(event).await;
+            let failed = attempt.result.is_err();
+            attempts.push(attempt);
+            if failed {
+                break;
+            }
+        }
+        attempts
+    }
+
     /// Runs the handler with a timeout, turning a panic into a failed attempt.
-    async fn attempt(&self, event: Event) -> Attempt {
+    async fn attempt<'a>(&self, event: &'a Event) -> Attempt<'a> {
         let started = Instant::now();
         let timeout = Duration::from_millis(self.settings.handler_timeout_ms);
-        let apply = AssertUnwindSafe(self.handler.apply(&event)).catch_unwind();
+        let apply = AssertUnwindSafe(self.handler.apply(event)).catch_unwind();
         let result = match tokio::time::timeout(timeout, apply).await {
             Ok(Ok(Ok(applied))) => Ok(applied),
             Ok(Ok(Err(error))) => {
@@ -252,6 +285,20 @@ impl<H: Handler> Dispatcher<H> {
             retry_in,
         }
     }
+}
+
+/// The claimed events grouped by key, each run in id order (`events` is sorted by id).
+fn runs_by_key(events: &[Event]) -> Vec<Vec<&Event>> {
+    let mut runs: Vec<Vec<&Event>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for event in events {
+        let n = *index.entry(event.entity_key.as_str()).or_insert_with(|| {
+            runs.push(Vec::new());
+            runs.len() - 1
+        });
+        runs[n].push(event);
+    }
+    runs
 }
 
 fn error_kind(error: &DispatchError) -> &'static str {

@@ -13,8 +13,11 @@ use crate::settings::SettingsError;
 pub struct DispatchSettings {
     /// Concurrent workers per flow in this process.
     pub workers: u32,
-    /// Events one worker claims at once (applied concurrently: they have distinct keys).
+    /// Entity keys one worker claims at once (applied concurrently: they are distinct).
     pub batch_size: i64,
+    /// Consecutive events of one key a claim may take (applied in order, one after the
+    /// other); 1 claims only each key's oldest event.
+    pub run_length: i64,
     /// How long a claim stays valid; an event whose worker vanished returns after this.
     pub lease_ms: u64,
     /// Longest time one handler call may take before it counts as a failed attempt.
@@ -36,6 +39,7 @@ impl Default for DispatchSettings {
         Self {
             workers: 2,
             batch_size: 16,
+            run_length: 16,
             lease_ms: 120_000,
             handler_timeout_ms: 60_000,
             max_attempts: 12,
@@ -73,6 +77,12 @@ impl DispatchSettings {
                 "must be between 1 and 10000",
             ));
         }
+        if !(1..=1_000).contains(&self.run_length) {
+            return Err(SettingsError::invalid(
+                key("run_length"),
+                "must be between 1 and 1000",
+            ));
+        }
         if self.max_attempts == 0 {
             return Err(SettingsError::invalid(
                 key("max_attempts"),
@@ -97,8 +107,10 @@ impl DispatchSettings {
                 "must be at least 1",
             ));
         }
-        // A batch is applied concurrently, so it lasts about one handler timeout; the
-        // lease must outlive it or a slow batch would be rescued while still running.
+        // A batch's keys are applied concurrently, so the first event of each lasts at
+        // most one handler timeout (a run's later events start only while they can end
+        // well within the lease); the lease must outlive it or a slow batch would be
+        // rescued while still running.
         if self.lease_ms < self.handler_timeout_ms.saturating_mul(2) {
             return Err(SettingsError::invalid(
                 key("lease_ms"),

@@ -122,12 +122,12 @@ SELECT (SELECT count(*) FROM ins) AS inserted,
 /// Older waiting events of the keys a capture gave new events are replaced by the
 /// newest one. Runs after [`INSERT_EVENTS`] in the same transaction: that statement
 /// holds those keys' queue rows until commit, so this one (with a fresh snapshot) sees
-/// each key's current head, which is never superseded (it may be being delivered), and
-/// no ack can move a head meanwhile. Events before the head are all finished, so the
-/// scan starts there.
+/// each key's current head and claimed run, which are never superseded (they may be
+/// being delivered), and no ack can move a head meanwhile. Events before the head are
+/// all finished, so the scan starts there.
 const SUPERSEDE_OLDER: &str = r#"
 WITH newest AS (
-    SELECT q.entity_key, q.event_id AS head,
+    SELECT q.entity_key, coalesce(q.run_end, q.event_id) AS head,
            (SELECT max(o.id) FROM batisync.outbox o
             WHERE o.flow = $1 AND o.entity_key = q.entity_key AND o.status = 'waiting') AS id
     FROM batisync.queue q
@@ -292,10 +292,11 @@ impl TryFrom<EventRow> for Event {
 }
 
 /// The due heads of a flow, in queue order (see `queue.position`: keys in the order
-/// they started waiting; a claimed head is due again only when its lease ends). A key has one head at most, so this never hands out two events of one key.
-/// Rows locked by a concurrent claim, capture or ack are skipped, never waited for.
-/// Only the keys' queue rows are written: the attempt being made is `attempts + 1`,
-/// recorded with its outcome.
+/// they started waiting; a claimed head is due again only when its lease ends). A key
+/// has one head at most, so this never hands out two events of one key. Rows locked by
+/// a concurrent claim, capture or ack are skipped, never waited for. Only the keys'
+/// queue rows are written: the attempt being made is `attempts + 1`, recorded with its
+/// outcome.
 const CLAIM: BatchSql = batch_sql!(
     r#"
 WITH picked AS (
@@ -308,7 +309,8 @@ WITH picked AS (
 claimed AS (
     UPDATE batisync.queue q
     SET next_attempt_at = now() + $4 * interval '1 millisecond', locked_by = $3,
-        locked_until = now() + $4 * interval '1 millisecond', claimed_at = now()
+        locked_until = now() + $4 * interval '1 millisecond', claimed_at = now(),
+        run_end = q.event_id
     FROM picked
     WHERE q.flow = $1 AND q.entity_key = picked.entity_key
     RETURNING q.event_id
@@ -319,12 +321,47 @@ FROM claimed c JOIN batisync.outbox o ON o.id = c.event_id
 "#
 );
 
+/// Like [`CLAIM`], but each key comes with a run: its head and up to `$5 - 1` open
+/// events that follow it, in order. Events after the head are all `waiting` (only a
+/// head is ever retried or re-driven), so the run is the key's next `$5` events. The
+/// run's last event is kept in `queue.run_end`: recording checks outcomes against it.
+const CLAIM_RUNS: BatchSql = batch_sql!(
+    r#"
+WITH picked AS (
+    SELECT entity_key, event_id FROM batisync.queue
+    WHERE flow = $1 AND next_attempt_at <= now()
+    ORDER BY position
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+runs AS MATERIALIZED (
+    SELECT o.id, o.flow, o.entity_key, o.source_version, o.operation, o.payload,
+           o.source_modified_at, o.attempts + 1 AS attempts, o.captured_at
+    FROM picked p CROSS JOIN LATERAL (
+        SELECT * FROM batisync.outbox o
+        WHERE o.flow = $1 AND o.entity_key = p.entity_key AND o.id >= p.event_id
+          AND o.status IN ('waiting', 'pending')
+        ORDER BY o.id
+        LIMIT $5) o
+),
+claimed AS (
+    UPDATE batisync.queue q
+    SET next_attempt_at = now() + $4 * interval '1 millisecond', locked_by = $3,
+        locked_until = now() + $4 * interval '1 millisecond', claimed_at = now(),
+        run_end = r.last
+    FROM (SELECT entity_key, max(id) AS last FROM runs GROUP BY entity_key) r
+    WHERE q.flow = $1 AND q.entity_key = r.entity_key
+)
+SELECT * FROM runs
+"#
+);
+
 impl Outbox {
-    /// Claims up to `limit` events of `flow` for `worker` under a lease of `lease`.
+    /// Claims up to `limit` events of `flow`, one per key, for `worker` under a lease
+    /// of `lease`.
     ///
     /// # Errors
     /// Database errors; a corrupt row (unknown operation) fails the claim.
-    #[tracing::instrument(skip_all, fields(flow, worker), err)]
     pub async fn claim(
         &self,
         flow: &str,
@@ -332,16 +369,38 @@ impl Outbox {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Event>, OutboxError> {
-        let (sql, persistent, trips) =
-            CLAIM.for_batch(usize::try_from(limit).unwrap_or(usize::MAX));
-        let rows: Vec<EventRow> = sqlx::query_as(sql)
+        self.claim_runs(flow, worker, limit, 1, lease).await
+    }
+
+    /// Claims up to `keys` keys of `flow` for `worker` under a lease of `lease`, each
+    /// with a run of up to `run` consecutive events (its head first). The events come
+    /// back in id order; the events of one key must be applied in that order, and
+    /// their outcomes recorded as a prefix of the run (see [`Outbox::record`]).
+    ///
+    /// # Errors
+    /// Database errors; a corrupt row (unknown operation) fails the claim.
+    #[tracing::instrument(skip_all, fields(flow, worker), err)]
+    pub async fn claim_runs(
+        &self,
+        flow: &str,
+        worker: &str,
+        keys: i64,
+        run: i64,
+        lease: Duration,
+    ) -> Result<Vec<Event>, OutboxError> {
+        let size = usize::try_from(keys.saturating_mul(run.max(1))).unwrap_or(usize::MAX);
+        let statement = if run <= 1 { &CLAIM } else { &CLAIM_RUNS };
+        let (sql, persistent, trips) = statement.for_batch(size);
+        let mut query = sqlx::query_as::<_, EventRow>(sql)
             .persistent(persistent)
             .bind(flow)
-            .bind(limit)
+            .bind(keys)
             .bind(worker)
-            .bind(lease.as_millis() as i64)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(lease.as_millis() as i64);
+        if run > 1 {
+            query = query.bind(run);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         count_round_trips(trips);
         let mut events: Vec<Event> = rows
             .into_iter()

@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::{NOTIFY_CHANNEL, Outbox, OutboxError};
 
 /// Claimed heads whose lease ran out are due again. The attempt they used is counted
-/// (a hanging handler or a crashed worker costs one retry) and logged. Rows locked by
+/// (a hanging handler or a crashed worker costs one retry) and logged; the rest of
+/// the run is due again too, without a counted attempt. Rows locked by
 /// someone else (the worker acking right now) are skipped.
 const RESCUE: &str = r#"
 WITH expired AS (
@@ -16,7 +17,8 @@ WITH expired AS (
 ),
 freed AS (
     UPDATE batisync.queue q
-    SET locked_by = NULL, locked_until = NULL, claimed_at = NULL, next_attempt_at = now()
+    SET locked_by = NULL, locked_until = NULL, claimed_at = NULL, run_end = NULL,
+        next_attempt_at = now()
     FROM expired e WHERE q.flow = e.flow AND q.entity_key = e.entity_key
     RETURNING q.event_id, q.flow, e.claimed_at
 ),
@@ -39,7 +41,7 @@ SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM note)
 "#;
 
 /// Older waiting events of one key become superseded by the newest one (the key's
-/// head, possibly being delivered, is left alone).
+/// head and claimed run, possibly being delivered, are left alone).
 const SUPERSEDE: &str = r#"
 WITH newest AS (
     SELECT max(id) AS id FROM batisync.outbox
@@ -51,7 +53,8 @@ SET status = 'superseded', superseded_by = newest.id, finished_at = now(),
 FROM newest
 WHERE o.flow = $1 AND o.entity_key = $2 AND o.status = 'waiting' AND o.id < newest.id
   AND NOT EXISTS (SELECT 1 FROM batisync.queue q
-                  WHERE q.flow = $1 AND q.entity_key = $2 AND q.event_id = o.id)
+                  WHERE q.flow = $1 AND q.entity_key = $2
+                    AND o.id BETWEEN q.event_id AND coalesce(q.run_end, q.event_id))
 "#;
 
 /// Dead letters go back to the queue with a fresh attempt budget, unless a newer event

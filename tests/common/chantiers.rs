@@ -19,6 +19,7 @@ pub fn dispatch_settings() -> DispatchSettings {
     DispatchSettings {
         workers: 2,
         batch_size: 32,
+        run_length: 16,
         lease_ms: 4_000,
         handler_timeout_ms: 2_000,
         max_attempts: 40,
