@@ -568,3 +568,29 @@ async fn a_run_starts_no_event_that_could_outlast_three_quarters_of_its_lease() 
     );
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_run_records_what_was_applied_and_leaves_the_rest_waiting() {
+    let db = TestDb::new().await;
+    let handler = Arc::new(Recorder::always(Behavior::Hang(Duration::from_millis(500))));
+    let settings = DispatchSettings {
+        workers: 1,
+        ..settings()
+    };
+    let rt = start(&db, &handler, &settings, Duration::from_secs(30));
+    capture_versions(&db, "A", 1..=10).await;
+    wait_for("the run's claim", async || {
+        db.status_counts().await == [("in_flight".to_string(), 10)]
+    })
+    .await;
+
+    stop(rt).await;
+
+    // The event being applied when the stop came finished; no later one started.
+    assert_eq!(handler.seen_by_key()["A"], ["1"]);
+    assert_eq!(
+        states(&db, "A").await[..3],
+        ["1 done 1", "2 pending 0", "3 waiting 0"]
+    );
+    db.drop().await;
+}

@@ -606,3 +606,36 @@ async fn a_run_whose_lease_expired_comes_back_whole_with_one_attempt_counted_on_
     assert_eq!(late, 0, "the crashed worker's claim is over");
     db.drop().await;
 }
+
+#[tokio::test]
+async fn an_upgrade_to_runs_keeps_a_claim_in_progress_valid_for_its_worker() {
+    let db = TestDb::migrated_to(Some(20261127130000)).await;
+    let outbox = db.outbox();
+    outbox
+        .capture(FLOW, &[event("A", 1), event("A", 2)], None, false)
+        .await
+        .unwrap();
+    // A claim as the previous version made it: the queue row's lease, no run.
+    sqlx::query(
+        "UPDATE batisync.queue SET locked_by = 'w', locked_until = now() + interval '1 minute', \
+                claimed_at = now(), next_attempt_at = now() + interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let head: i64 = db.scalar("SELECT event_id FROM batisync.queue").await;
+
+    batisync::db::migrator().run(&db.pool).await.unwrap();
+
+    assert_eq!(
+        run_states(&db, "A").await,
+        ["A@1 in_flight 0", "A@2 waiting 0"]
+    );
+    assert_eq!(
+        outbox.ack(FLOW, "w", &[(head, "ok".into())]).await.unwrap(),
+        1
+    );
+    let next = outbox.claim_runs(FLOW, "w2", 10, 16, LEASE).await.unwrap();
+    assert_eq!((next.len(), next[0].source_version.as_str()), (1, "2"));
+    db.drop().await;
+}

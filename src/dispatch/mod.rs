@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::control::{FlowControl, FlowControls};
 use crate::outbox::{Event, Failure, Outbox, OutboxError, RetryPolicy, notify::Wakers};
@@ -135,7 +136,7 @@ impl<H: Handler> Dispatcher<H> {
     /// rescued when their lease expires.
     pub async fn try_dispatch_batch(&self) -> Result<BatchOutcome, OutboxError> {
         let events = self.claim().await?;
-        self.process(events).await
+        self.process(events, None).await
     }
 
     async fn claim(&self) -> Result<Vec<Event>, OutboxError> {
@@ -152,8 +153,13 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     /// Applies the claimed runs concurrently (they all have distinct keys), the events
-    /// of each run in order, and records the outcomes in one transaction.
-    async fn process(&self, events: Vec<Event>) -> Result<BatchOutcome, OutboxError> {
+    /// of each run in order, and records the outcomes in one transaction. Once `stop`
+    /// fires, runs start no further event: what was done is recorded, the rest waits.
+    async fn process(
+        &self,
+        events: Vec<Event>,
+        stop: Option<&CancellationToken>,
+    ) -> Result<BatchOutcome, OutboxError> {
         let claimed = events.len();
         if claimed == 0 {
             return Ok(BatchOutcome::default());
@@ -162,7 +168,7 @@ impl<H: Handler> Dispatcher<H> {
         let runs = futures::future::join_all(
             runs_by_key(&events)
                 .into_iter()
-                .map(|run| self.apply_run(run, claimed_at)),
+                .map(|run| self.apply_run(run, claimed_at, stop)),
         )
         .await;
         let mut done = Vec::with_capacity(claimed);
@@ -208,13 +214,21 @@ impl<H: Handler> Dispatcher<H> {
 
     /// Applies one key's run in order. It stops at the first failure (the later events
     /// must wait for that one), and does not start an event that might still be running
-    /// when the lease is three quarters gone (the rest of the run stays waiting).
-    async fn apply_run<'a>(&self, run: Vec<&'a Event>, claimed_at: Instant) -> Vec<Attempt<'a>> {
+    /// when the lease is three quarters gone, nor one after `stop` (the rest of the run
+    /// stays waiting).
+    async fn apply_run<'a>(
+        &self,
+        run: Vec<&'a Event>,
+        claimed_at: Instant,
+        stop: Option<&CancellationToken>,
+    ) -> Vec<Attempt<'a>> {
         let lease = Duration::from_millis(self.settings.lease_ms);
         let timeout = Duration::from_millis(self.settings.handler_timeout_ms);
         let mut attempts = Vec::with_capacity(run.len());
         for event in run {
-            if !attempts.is_empty() && claimed_at.elapsed() + timeout > lease * 3 / 4 {
+            let stopping = stop.is_some_and(CancellationToken::is_cancelled);
+            if !attempts.is_empty() && (stopping || claimed_at.elapsed() + timeout > lease * 3 / 4)
+            {
                 break;
             }
             let attempt = self.attempt(event).await;

@@ -126,7 +126,7 @@ impl<H: Handler> Dispatcher<H> {
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            result = self.process(events) => {
+            result = self.process(events, Some(stop)) => {
                 if let Err(error) = result {
                     tracing::warn!(flow = %self.flow, %error,
                         "could not record outcomes; the leases will bring the events back");
