@@ -362,7 +362,8 @@ async fn measure_pickup(pool: &PgPool, samples: usize) -> anyhow::Result<Vec<Dur
         picked: Some(tx),
     });
     let engine = Engine::new(&outbox);
-    engine.start(&handler, 4, Claim { keys: 16, run: 1 });
+    let run = DispatchSettings::default().run_length;
+    engine.start(&handler, 4, Claim { keys: 16, run });
     tokio::time::sleep(Duration::from_millis(300)).await; // let the workers go idle
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {
