@@ -4,8 +4,9 @@
 //!   transaction (guarantee 1);
 //! - [`Outbox::claim`] hands out the oldest due heads of a flow: each entity key with
 //!   open events has one head (its oldest open event) in the `queue` table, so two
-//!   events of one key are never out at once (guarantee 2); claims carry a lease
-//!   (guarantee 4);
+//!   events of one key are never out to two workers at once (guarantee 2);
+//!   [`Outbox::claim_runs`] hands each key out with its next events, to be applied in
+//!   order by the one worker that holds them; claims carry a lease (guarantee 4);
 //! - [`Outbox::record`] (or [`Outbox::ack`] / [`Outbox::fail`]) records outcomes and
 //!   moves each key's head to its next event; failures retry with backoff or go dead
 //!   (guarantee 5); [`Outbox::redrive`] brings dead letters back.
