@@ -444,21 +444,6 @@ async fn a_captured_event_is_picked_up_long_before_the_fallback_poll_thanks_to_n
     db.drop().await;
 }
 
-/// `version status attempts` of every event of `key`, oldest first.
-async fn states(db: &TestDb, key: &str) -> Vec<String> {
-    let rows: Vec<(String, String, i32)> = sqlx::query_as(
-        "SELECT source_version, status, attempts FROM batisync.events
-         WHERE entity_key = $1 ORDER BY id",
-    )
-    .bind(key)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(version, status, attempts)| format!("{version} {status} {attempts}"))
-        .collect()
-}
-
 async fn capture_versions(db: &TestDb, key: &str, versions: std::ops::RangeInclusive<u64>) {
     let events: Vec<NewEvent> = versions.map(|v| event(key, v)).collect();
     db.outbox()
@@ -492,7 +477,7 @@ async fn a_run_stops_at_its_first_failure_and_its_later_events_wait_untried() {
         }
     );
     assert_eq!(
-        states(&db, "A").await,
+        db.states("A").await,
         [
             "1 done 1",
             "2 pending 1",
@@ -525,7 +510,7 @@ async fn a_dead_event_ends_its_run_and_the_next_claim_starts_after_it() {
     capture_versions(&db, "A", 1..=5).await;
 
     let first = worker.try_dispatch_batch().await.unwrap();
-    let states_after_first = states(&db, "A").await;
+    let states_after_first = db.states("A").await;
     let second = worker.try_dispatch_batch().await.unwrap();
 
     assert_eq!((first.applied, first.dead), (1, 1));
@@ -563,7 +548,7 @@ async fn a_run_starts_no_event_that_could_outlast_three_quarters_of_its_lease() 
 
     assert_eq!((outcome.claimed, outcome.applied), (4, 2));
     assert_eq!(
-        states(&db, "A").await,
+        db.states("A").await,
         ["1 done 1", "2 done 1", "3 pending 0", "4 waiting 0"]
     );
     db.drop().await;
@@ -589,7 +574,7 @@ async fn shutdown_during_a_run_records_what_was_applied_and_leaves_the_rest_wait
     // The event being applied when the stop came finished; no later one started.
     assert_eq!(handler.seen_by_key()["A"], ["1"]);
     assert_eq!(
-        states(&db, "A").await[..3],
+        db.states("A").await[..3],
         ["1 done 1", "2 pending 0", "3 waiting 0"]
     );
     db.drop().await;

@@ -115,7 +115,7 @@ async fn a_claim_never_hands_out_two_events_of_one_key() {
         .map(|e| (e.entity_key.as_str(), e.source_version.as_str()))
         .collect();
     assert_eq!(keys, [("A", "1"), ("B", "1")]);
-    assert!(second.is_empty(), "A@2 must wait for A@1: {second:?}");
+    assert!(second.is_empty(), "2 must wait for A@1: {second:?}");
 
     outbox
         .ack(FLOW, "w1", &[(first[0].id, "ok".into())])
@@ -203,7 +203,7 @@ async fn a_newer_event_supersedes_the_older_waiting_ones_of_its_key_but_not_its_
         .unwrap();
     let next = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
 
-    assert_eq!(report.superseded, 2, "A@2 (stored) and A@3 (same batch)");
+    assert_eq!(report.superseded, 2, "2 (stored) and A@3 (same batch)");
     let versions = |events: &[batisync::outbox::Event]| -> Vec<String> {
         events
             .iter()
@@ -479,21 +479,6 @@ async fn an_upgrade_ends_old_claims_and_keeps_per_key_order() {
     db.drop().await;
 }
 
-/// `key@version status attempts` of every event of `key`, oldest first.
-async fn run_states(db: &TestDb, key: &str) -> Vec<String> {
-    let rows: Vec<(String, String, i32)> = sqlx::query_as(
-        "SELECT source_version, status, attempts FROM batisync.events
-         WHERE entity_key = $1 ORDER BY id",
-    )
-    .bind(key)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(version, status, attempts)| format!("{key}@{version} {status} {attempts}"))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_claimed_run_is_in_flight_kept_from_other_workers_and_never_superseded() {
     let db = TestDb::new().await;
@@ -515,13 +500,13 @@ async fn a_claimed_run_is_in_flight_kept_from_other_workers_and_never_superseded
     assert_eq!(claimed, ["A@1", "A@2", "A@3", "B@1"]);
     assert!(other.is_empty(), "both keys are claimed: {other:?}");
     assert_eq!(
-        run_states(&db, "A").await,
+        db.states("A").await,
         [
-            "A@1 in_flight 0",
-            "A@2 in_flight 0",
-            "A@3 in_flight 0",
-            "A@4 waiting 0",
-            "A@5 waiting 0"
+            "1 in_flight 0",
+            "2 in_flight 0",
+            "3 in_flight 0",
+            "4 waiting 0",
+            "5 waiting 0"
         ]
     );
 
@@ -530,7 +515,7 @@ async fn a_claimed_run_is_in_flight_kept_from_other_workers_and_never_superseded
         .capture(FLOW, &[event("A", 6)], None, true)
         .await
         .unwrap();
-    assert_eq!(report.superseded, 2, "A@4 and A@5");
+    assert_eq!(report.superseded, 2, "4 and A@5");
 
     // An outcome for an event outside the claimed run is refused.
     let a6 = db
@@ -552,14 +537,14 @@ async fn a_claimed_run_is_in_flight_kept_from_other_workers_and_never_superseded
         .unwrap();
     assert_eq!(acked, 2);
     assert_eq!(
-        run_states(&db, "A").await,
+        db.states("A").await,
         [
-            "A@1 done 1",
-            "A@2 done 1",
-            "A@3 pending 0",
-            "A@4 superseded 0",
-            "A@5 superseded 0",
-            "A@6 waiting 0"
+            "1 done 1",
+            "2 done 1",
+            "3 pending 0",
+            "4 superseded 0",
+            "5 superseded 0",
+            "6 waiting 0"
         ]
     );
     let next = outbox.claim_runs(FLOW, "w2", 10, 3, LEASE).await.unwrap();
@@ -627,10 +612,7 @@ async fn an_upgrade_to_runs_keeps_a_claim_in_progress_valid_for_its_worker() {
 
     batisync::db::migrator().run(&db.pool).await.unwrap();
 
-    assert_eq!(
-        run_states(&db, "A").await,
-        ["A@1 in_flight 0", "A@2 waiting 0"]
-    );
+    assert_eq!(db.states("A").await, ["1 in_flight 0", "2 waiting 0"]);
     assert_eq!(
         outbox.ack(FLOW, "w", &[(head, "ok".into())]).await.unwrap(),
         1

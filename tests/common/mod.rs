@@ -115,6 +115,21 @@ impl TestDb {
             .unwrap()
     }
 
+    /// `version status attempts` of every event of `key`, oldest first (live status).
+    pub async fn states(&self, key: &str) -> Vec<String> {
+        let rows: Vec<(String, String, i32)> = sqlx::query_as(
+            "SELECT source_version, status, attempts FROM batisync.events
+             WHERE entity_key = $1 ORDER BY id",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(version, status, attempts)| format!("{version} {status} {attempts}"))
+            .collect()
+    }
+
     /// Pretends time passed: every pending retry becomes due now.
     pub async fn make_retries_due(&self) {
         for statement in [
