@@ -539,6 +539,7 @@ async fn a_run_starts_no_event_that_could_outlast_three_quarters_of_its_lease() 
     let settings = DispatchSettings {
         lease_ms: 4_000,
         handler_timeout_ms: 1_500,
+        run_budget_ms: 60_000,
         ..settings()
     };
     let worker = dispatcher(&db, &handler, settings);
@@ -551,6 +552,38 @@ async fn a_run_starts_no_event_that_could_outlast_three_quarters_of_its_lease() 
         db.states("A").await,
         ["1 done 1", "2 done 1", "3 pending 0", "4 waiting 0"]
     );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_run_starts_no_event_once_its_batch_has_used_its_time_budget() {
+    let db = TestDb::new().await;
+    // Each event of A takes 0.6 s; B's one event is instant. With a budget of 1 s, A's
+    // second event starts (at 0.6 s), its third (at 1.2 s) does not: the batch ends
+    // instead of keeping B claimed behind a slow run.
+    let handler = Arc::new(Recorder::new(|e| {
+        if e.entity_key == "A" {
+            Behavior::Hang(Duration::from_millis(600))
+        } else {
+            Behavior::Apply
+        }
+    }));
+    let settings = DispatchSettings {
+        run_budget_ms: 1_000,
+        ..settings()
+    };
+    let worker = dispatcher(&db, &handler, settings);
+    capture_versions(&db, "A", 1..=4).await;
+    capture_versions(&db, "B", 1..=1).await;
+
+    let outcome = worker.try_dispatch_batch().await.unwrap();
+
+    assert_eq!((outcome.claimed, outcome.applied), (5, 3));
+    assert_eq!(
+        db.states("A").await,
+        ["1 done 1", "2 done 1", "3 pending 0", "4 waiting 0"]
+    );
+    assert_eq!(db.states("B").await, ["1 done 1"]);
     db.drop().await;
 }
 

@@ -213,9 +213,9 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     /// Applies one key's run in order. It stops at the first failure (the later events
-    /// must wait for that one), and does not start an event that might still be running
-    /// when the lease is three quarters gone, nor one after `stop` (the rest of the run
-    /// stays waiting).
+    /// must wait for that one), and does not start an event after the run budget, or
+    /// one that might still be running when the lease is three quarters gone, or one
+    /// after `stop` (the rest of the run stays waiting).
     async fn apply_run<'a>(
         &self,
         run: Vec<&'a Event>,
@@ -224,12 +224,15 @@ impl<H: Handler> Dispatcher<H> {
     ) -> Vec<Attempt<'a>> {
         let lease = Duration::from_millis(self.settings.lease_ms);
         let timeout = Duration::from_millis(self.settings.handler_timeout_ms);
+        let budget = Duration::from_millis(self.settings.run_budget_ms);
         let mut attempts = Vec::with_capacity(run.len());
         for event in run {
-            let stopping = stop.is_some_and(CancellationToken::is_cancelled);
-            if !attempts.is_empty() && (stopping || claimed_at.elapsed() + timeout > lease * 3 / 4)
-            {
-                break;
+            if !attempts.is_empty() {
+                let elapsed = claimed_at.elapsed();
+                let stopping = stop.is_some_and(CancellationToken::is_cancelled);
+                if stopping || elapsed >= budget || elapsed + timeout > lease * 3 / 4 {
+                    break;
+                }
             }
             let attempt = self.attempt(event).await;
             let failed = attempt.result.is_err();

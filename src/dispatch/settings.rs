@@ -18,6 +18,9 @@ pub struct DispatchSettings {
     /// Consecutive events of one key a claim may take (applied in order, one after the
     /// other); 1 claims only each key's oldest event.
     pub run_length: i64,
+    /// A run starts no further event once its batch has been running this long, so a
+    /// slow target does not hold the batch's other keys (and the worker) behind it.
+    pub run_budget_ms: u64,
     /// How long a claim stays valid; an event whose worker vanished returns after this.
     pub lease_ms: u64,
     /// Longest time one handler call may take before it counts as a failed attempt.
@@ -40,6 +43,7 @@ impl Default for DispatchSettings {
             workers: 2,
             batch_size: 16,
             run_length: 16,
+            run_budget_ms: 1_000,
             lease_ms: 120_000,
             handler_timeout_ms: 60_000,
             max_attempts: 12,

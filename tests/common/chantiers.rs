@@ -20,6 +20,7 @@ pub fn dispatch_settings() -> DispatchSettings {
         workers: 2,
         batch_size: 32,
         run_length: 16,
+        run_budget_ms: 1_000,
         lease_ms: 4_000,
         handler_timeout_ms: 2_000,
         max_attempts: 40,
