@@ -135,7 +135,7 @@ impl<H: Handler> Dispatcher<H> {
             }
             () = deadline => {
                 match self.outbox.release(&self.flow, &self.worker_id, &ids).await {
-                    Ok(n) => tracing::info!(flow = %self.flow, released = n,
+                    Ok(keys) => tracing::info!(flow = %self.flow, events = ids.len(), keys,
                         "shutdown deadline reached; unfinished events released"),
                     Err(error) => tracing::warn!(flow = %self.flow, %error,
                         "could not release events at shutdown; their leases will expire"),
