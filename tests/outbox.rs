@@ -29,6 +29,71 @@ async fn capturing_the_same_change_twice_stores_it_once() {
 }
 
 #[tokio::test]
+async fn a_repeated_change_among_new_ones_is_skipped_without_breaking_the_transaction() {
+    let db = TestDb::new().await;
+    let outbox = db.outbox();
+    let start = json!(1);
+    let next = json!(2);
+    outbox
+        .capture(
+            FLOW,
+            &[event("A", 1)],
+            Some(CursorAdvance {
+                source: "src",
+                expected: None,
+                next: &start,
+            }),
+            false,
+        )
+        .await
+        .unwrap();
+
+    // In a caller's transaction with a write of its own, a batch repeating A@1 (and
+    // B@1 twice): the new events and the caller's write commit, the repeats do not.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO batisync.cursors (source, position) VALUES ('other', '7')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let report = batisync::outbox::capture(
+        &mut tx,
+        FLOW,
+        &[event("A", 1), event("B", 1), event("B", 1), event("C", 1)],
+        Some(CursorAdvance {
+            source: "src",
+            expected: Some(&start),
+            next: &next,
+        }),
+        false,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!((report.inserted, report.duplicates), (2, 2));
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT entity_key || '@' || source_version FROM batisync.outbox ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, ["A@1", "B@1", "C@1"]);
+    let cursors: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT source, position FROM batisync.cursors ORDER BY source")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        cursors,
+        [
+            ("other".to_string(), json!(7)),
+            ("src".to_string(), json!(2))
+        ]
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_failure_in_the_middle_of_a_capture_leaves_neither_rows_nor_a_moved_cursor() {
     let db = TestDb::new().await;
     let outbox = db.outbox();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use super::NOTIFY_CHANNEL;
 use super::{CaptureReport, CursorAdvance, Event, NewEvent, Operation, Outbox, OutboxError};
@@ -77,7 +77,13 @@ pub(crate) fn count_round_trips(n: u64) {
 /// The queue upsert takes the key's queue row lock until commit (in key order), so a
 /// concurrent ack of that key waits and then sees these events when it looks for the
 /// key's next event, and no claim takes the key meanwhile.
-const INSERT_EVENTS: &str = r#"
+///
+/// Two spellings, differing only in how an event captured before is handled: see
+/// [`INSERT_NEW_EVENTS`] and [`INSERT_EVENTS_SKIPPING_KNOWN`].
+macro_rules! insert_events {
+    ($on_conflict:literal) => {
+        concat!(
+            r#"
 WITH input AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[])
            WITH ORDINALITY AS t(entity_key, source_version, operation, payload, source_modified_at, status, ord)
@@ -90,8 +96,9 @@ ins AS (
            CASE WHEN i.status = 'superseded' THEN now() END,
            CASE WHEN i.status = 'superseded' THEN 'superseded within its capture batch' END
     FROM input i ORDER BY i.ord
-    ON CONFLICT (flow, entity_key, source_version) DO NOTHING
-    RETURNING id, entity_key, status
+"#,
+            $on_conflict,
+            r#"    RETURNING id, entity_key, status
 ),
 heads AS (
     INSERT INTO batisync.queue (flow, entity_key, event_id, position)
@@ -117,10 +124,23 @@ SELECT (SELECT count(*) FROM ins) AS inserted,
        -- The keys given new open events (their queue rows are now held), when asked.
        CASE WHEN $11 THEN ARRAY(SELECT DISTINCT entity_key FROM ins WHERE status <> 'superseded')
        END AS keys
-"#;
+"#
+        )
+    };
+}
+
+/// The usual case: none of the events was captured before. A repeated capture makes the
+/// statement fail on the capture key (and write nothing); [`capture`] then runs
+/// [`INSERT_EVENTS_SKIPPING_KNOWN`]. Measured with psql (20 batches of 2,000 events),
+/// the `ON CONFLICT` check of every row costs about a fifth of the capture.
+const INSERT_NEW_EVENTS: &str = insert_events!("");
+
+/// Stores the events not captured before and ignores the others.
+const INSERT_EVENTS_SKIPPING_KNOWN: &str =
+    insert_events!("    ON CONFLICT (flow, entity_key, source_version) DO NOTHING\n");
 
 /// Older waiting events of the keys a capture gave new events are replaced by the
-/// newest one. Runs after [`INSERT_EVENTS`] in the same transaction: that statement
+/// newest one. Runs after [`INSERT_NEW_EVENTS`] in the same transaction: that statement
 /// holds those keys' queue rows until commit, so this one (with a fresh snapshot) sees
 /// each key's current head and claimed run, which are never superseded (they may be
 /// being delivered), and no ack can move a head meanwhile. Events before the head are
@@ -166,7 +186,99 @@ pub async fn capture(
         check_cursor(conn, advance).await?;
     }
     let statuses = initial_statuses(events, supersede);
-    let row: (i64, i64, i64, Option<Vec<String>>) = sqlx::query_as(INSERT_EVENTS)
+    let row = if conn.is_in_transaction() {
+        // A failed statement would abort the caller's transaction: try in a savepoint.
+        let mut attempt = conn.begin().await?;
+        match insert_events(
+            &mut attempt,
+            INSERT_NEW_EVENTS,
+            flow,
+            events,
+            &statuses,
+            &cursor,
+            supersede,
+        )
+        .await
+        {
+            Ok(row) => {
+                attempt.commit().await?;
+                count_round_trips(2);
+                row
+            }
+            Err(error) if is_known_capture(&error) => {
+                attempt.rollback().await?;
+                count_round_trips(2);
+                insert_events(
+                    conn,
+                    INSERT_EVENTS_SKIPPING_KNOWN,
+                    flow,
+                    events,
+                    &statuses,
+                    &cursor,
+                    supersede,
+                )
+                .await?
+            }
+            Err(error) => return Err(error.into()),
+        }
+    } else {
+        match insert_events(
+            conn,
+            INSERT_NEW_EVENTS,
+            flow,
+            events,
+            &statuses,
+            &cursor,
+            supersede,
+        )
+        .await
+        {
+            Err(error) if is_known_capture(&error) => {
+                insert_events(
+                    conn,
+                    INSERT_EVENTS_SKIPPING_KNOWN,
+                    flow,
+                    events,
+                    &statuses,
+                    &cursor,
+                    supersede,
+                )
+                .await?
+            }
+            other => other?,
+        }
+    };
+    let (inserted, mut superseded) = (row.0 as u64, row.1 as u64);
+    if let Some(keys) = row.3.filter(|keys| !keys.is_empty()) {
+        superseded += sqlx::query(SUPERSEDE_OLDER)
+            .bind(flow)
+            .bind(keys)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        count_round_trips(1);
+    }
+    crate::metrics::get().captured(flow, inserted, superseded);
+    Ok(CaptureReport {
+        inserted,
+        duplicates: events.len() as u64 - inserted,
+        superseded,
+    })
+}
+
+type InsertedRow = (i64, i64, i64, Option<Vec<String>>);
+
+/// Runs one spelling of the capture statement.
+async fn insert_events(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    flow: &str,
+    events: &[NewEvent],
+    statuses: &[&str],
+    cursor: &Option<CursorAdvance<'_>>,
+    supersede: bool,
+) -> Result<InsertedRow, sqlx::Error> {
+    let row = sqlx::query_as(sql)
         .bind(flow)
         .bind(
             events
@@ -199,23 +311,15 @@ pub async fn capture(
         .bind(NOTIFY_CHANNEL)
         .bind(supersede)
         .fetch_one(&mut *conn)
-        .await?;
+        .await;
     count_round_trips(1);
-    let (inserted, mut superseded) = (row.0 as u64, row.1 as u64);
-    if let Some(keys) = row.3.filter(|keys| !keys.is_empty()) {
-        superseded += sqlx::query(SUPERSEDE_OLDER)
-            .bind(flow)
-            .bind(keys)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        count_round_trips(1);
-    }
-    crate::metrics::get().captured(flow, inserted, superseded);
-    Ok(CaptureReport {
-        inserted,
-        duplicates: events.len() as u64 - inserted,
-        superseded,
+    row
+}
+
+/// The capture statement failed because an event was captured before.
+fn is_known_capture(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.code().as_deref() == Some("23505") && e.constraint() == Some("outbox_capture_key")
     })
 }
 
