@@ -186,67 +186,31 @@ pub async fn capture(
         check_cursor(conn, advance).await?;
     }
     let statuses = initial_statuses(events, supersede);
-    let row = if conn.is_in_transaction() {
+    let batch = Batch {
+        flow,
+        events,
+        statuses: &statuses,
+        cursor: &cursor,
+        supersede,
+    };
+    let first = if conn.is_in_transaction() {
         // A failed statement would abort the caller's transaction: try in a savepoint.
         let mut attempt = conn.begin().await?;
-        match insert_events(
-            &mut attempt,
-            INSERT_NEW_EVENTS,
-            flow,
-            events,
-            &statuses,
-            &cursor,
-            supersede,
-        )
-        .await
-        {
-            Ok(row) => {
-                attempt.commit().await?;
-                count_round_trips(2);
-                row
-            }
-            Err(error) if is_known_capture(&error) => {
-                attempt.rollback().await?;
-                count_round_trips(2);
-                insert_events(
-                    conn,
-                    INSERT_EVENTS_SKIPPING_KNOWN,
-                    flow,
-                    events,
-                    &statuses,
-                    &cursor,
-                    supersede,
-                )
-                .await?
-            }
-            Err(error) => return Err(error.into()),
+        let result = batch.insert(&mut attempt, INSERT_NEW_EVENTS).await;
+        match result {
+            Ok(_) => attempt.commit().await?,
+            Err(_) => attempt.rollback().await?,
         }
+        count_round_trips(2);
+        result
     } else {
-        match insert_events(
-            conn,
-            INSERT_NEW_EVENTS,
-            flow,
-            events,
-            &statuses,
-            &cursor,
-            supersede,
-        )
-        .await
-        {
-            Err(error) if is_known_capture(&error) => {
-                insert_events(
-                    conn,
-                    INSERT_EVENTS_SKIPPING_KNOWN,
-                    flow,
-                    events,
-                    &statuses,
-                    &cursor,
-                    supersede,
-                )
-                .await?
-            }
-            other => other?,
+        batch.insert(conn, INSERT_NEW_EVENTS).await
+    };
+    let row = match first {
+        Err(error) if is_known_capture(&error) => {
+            batch.insert(conn, INSERT_EVENTS_SKIPPING_KNOWN).await?
         }
+        other => other?,
     };
     let (inserted, mut superseded) = (row.0 as u64, row.1 as u64);
     if let Some(keys) = row.3.filter(|keys| !keys.is_empty()) {
@@ -268,52 +232,60 @@ pub async fn capture(
 
 type InsertedRow = (i64, i64, i64, Option<Vec<String>>);
 
-/// Runs one spelling of the capture statement.
-async fn insert_events(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    flow: &str,
-    events: &[NewEvent],
-    statuses: &[&str],
-    cursor: &Option<CursorAdvance<'_>>,
+/// The parameters of the capture statement.
+struct Batch<'a> {
+    flow: &'a str,
+    events: &'a [NewEvent],
+    statuses: &'a [&'static str],
+    cursor: &'a Option<CursorAdvance<'a>>,
     supersede: bool,
-) -> Result<InsertedRow, sqlx::Error> {
-    let row = sqlx::query_as(sql)
-        .bind(flow)
-        .bind(
-            events
-                .iter()
-                .map(|e| e.entity_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.source_version.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.operation.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.source_modified_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(statuses)
-        .bind(cursor.as_ref().map(|c| c.source))
-        .bind(cursor.as_ref().map(|c| c.next))
-        .bind(NOTIFY_CHANNEL)
-        .bind(supersede)
-        .fetch_one(&mut *conn)
-        .await;
-    count_round_trips(1);
-    row
+}
+
+impl Batch<'_> {
+    /// Runs one spelling of the capture statement.
+    async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        sql: &'static str,
+    ) -> Result<InsertedRow, sqlx::Error> {
+        let events = self.events;
+        let row = sqlx::query_as(sql)
+            .bind(self.flow)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.entity_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.source_version.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.operation.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.source_modified_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.statuses)
+            .bind(self.cursor.as_ref().map(|c| c.source))
+            .bind(self.cursor.as_ref().map(|c| c.next))
+            .bind(NOTIFY_CHANNEL)
+            .bind(self.supersede)
+            .fetch_one(&mut *conn)
+            .await;
+        count_round_trips(1);
+        row
+    }
 }
 
 /// The capture statement failed because an event was captured before.
