@@ -190,6 +190,11 @@ async fn retries_follow_the_exponential_backoff_then_the_event_goes_dead_with_it
         error.contains("target unavailable") && error.contains("3 attempts"),
         "{error}"
     );
+    let reasons = common::dead_reasons(&db, FLOW, "A").await;
+    assert_eq!(
+        (reasons[0].code, reasons[0].int("attempts")),
+        (batisync::outbox::ReasonCode::GaveUp, Some(3))
+    );
     let failures: i64 = db
         .scalar("SELECT count(*) FROM batisync.outbox_failures")
         .await;
@@ -292,6 +297,11 @@ async fn a_permanent_error_is_dead_at_once_and_the_other_events_are_delivered() 
         .scalar("SELECT last_error FROM batisync.dead_letters")
         .await;
     assert_eq!(error, "code too long");
+    let reasons = common::dead_reasons(&db, FLOW, "BAD").await;
+    assert_eq!(
+        (reasons[0].code, reasons[0].text("key")),
+        (batisync::outbox::ReasonCode::TooLong, Some("BAD"))
+    );
     db.drop().await;
 }
 

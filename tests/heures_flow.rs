@@ -15,8 +15,8 @@ use std::time::Duration;
 use batisync::batigest::ledger::{Hours, LedgerKey, LedgerValues};
 use batisync::batisimply::sim::Faults;
 use batisync::dispatch::Handler;
-use batisync::flows::heures::handler::UNMAPPED_EMPLOYEE;
 use batisync::flows::heures::{FLOW, HeuresSettings, OnUnvalidated};
+use batisync::outbox::ReasonCode;
 use chrono::{
     DateTime, Datelike, Duration as Span, DurationRound, NaiveDate, NaiveDateTime, Utc, Weekday,
 };
@@ -303,6 +303,7 @@ async fn an_unmapped_employee_is_a_dead_letter_then_delivered_once_codebs_is_fil
     let first = h.drain().await;
     let outcomes = h.outcomes(&id).await;
     let error = outcomes[0].2.clone().unwrap_or_default();
+    let reasons = h.dead_reasons(&id).await;
 
     // Act: the office fills Salarie.codebs; the poller's next map refresh re-drives.
     h.employees.set(&employee(42), Some(&user(42)));
@@ -313,7 +314,9 @@ async fn an_unmapped_employee_is_a_dead_letter_then_delivered_once_codebs_is_fil
     // Assert
     assert_eq!((first.applied, first.dead), (1, 1));
     assert_eq!(outcomes[0].0, "dead");
-    assert!(error.starts_with(UNMAPPED_EMPLOYEE), "{error}");
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].code, ReasonCode::EmployeeUnmapped);
+    assert_eq!(reasons[0].text("user_id"), Some(user(42).as_str()));
     assert!(
         error.contains(&user(42)) && error.contains("Salarie.codebs"),
         "{error}"
@@ -551,6 +554,7 @@ async fn a_project_without_code_is_a_dead_letter_until_its_chantier_is_known() {
         .2
         .clone()
         .unwrap_or_default();
+    let reasons = h.dead_reasons(&unknown_id).await;
 
     // Act: the chantiers flow links project 999 to chantier CH999; next re-drive pass.
     sqlx::query(
@@ -565,10 +569,9 @@ async fn a_project_without_code_is_a_dead_letter_until_its_chantier_is_known() {
 
     // Assert
     assert_eq!((first.applied, first.dead), (1, 1));
-    assert!(
-        error.starts_with(batisync::flows::heures::handler::UNKNOWN_CHANTIER),
-        "{error}"
-    );
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].code, ReasonCode::UnknownChantier);
+    assert_eq!(reasons[0].int("project_id"), Some(999));
     assert!(
         error.contains("999") && error.contains("projectCode"),
         "{error}"

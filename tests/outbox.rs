@@ -303,9 +303,19 @@ async fn redriving_a_dead_letter_queues_it_again_unless_a_newer_event_exists() {
             kind: "permanent",
             message: "unknown employee".into(),
             retry_in: None,
+            reason: Some(
+                batisync::outbox::Reason::new(batisync::outbox::ReasonCode::EmployeeUnmapped)
+                    .with("user_id", "u-1"),
+            ),
         })
         .collect();
     outbox.fail(FLOW, "w", &dead).await.unwrap();
+    let stored = common::dead_reasons(&db, FLOW, "A").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].code, stored[0].text("user_id")),
+        (batisync::outbox::ReasonCode::EmployeeUnmapped, Some("u-1"))
+    );
     // B moves on: a newer B is captured and delivered.
     outbox
         .capture(FLOW, &[event("B", 2)], None, false)
@@ -345,9 +355,12 @@ async fn a_dead_letter_does_not_block_the_next_events_of_its_key() {
         kind: "permanent",
         message: "bad data".into(),
         retry_in: None,
+        reason: None,
     };
 
     outbox.fail(FLOW, "w", &[failure]).await.unwrap();
+    let stored = common::dead_reasons(&db, FLOW, "A").await;
+    assert_eq!(stored[0].code, batisync::outbox::ReasonCode::Other);
     let next = outbox.claim(FLOW, "w", 10, LEASE).await.unwrap();
 
     assert_eq!(next.len(), 1);
@@ -684,5 +697,57 @@ async fn an_upgrade_to_runs_keeps_a_claim_in_progress_valid_for_its_worker() {
     );
     let next = outbox.claim_runs(FLOW, "w2", 10, 16, LEASE).await.unwrap();
     assert_eq!((next.len(), next[0].source_version.as_str()), (1, "2"));
+    db.drop().await;
+}
+
+/// Dead letters recorded before reasons were stored: the two kinds that re-drive by
+/// themselves are recognised from the previous version's exact words, the rest are
+/// `other`.
+#[tokio::test]
+async fn an_upgrade_gives_old_dead_letters_their_reason() {
+    let db = TestDb::migrated_to(Some(20261127170000)).await;
+    let unmapped = "salarié introuvable / unknown employee: créneau / slot 7 du 2026-11-02 \
+                    08:00:00: utilisateur BatiSimply 3f2a-77 sans salarié : renseigner \
+                    Salarie.codebs pour cet utilisateur / BatiSimply user 3f2a-77 is unmapped";
+    let unknown = "chantier introuvable / unknown chantier: créneau / slot 8 : le projet \
+                   BatiSimply 999 n'a pas de projectCode (code chantier Batigest)";
+    for (key, error) in [
+        ("7", unmapped),
+        ("8", unknown),
+        ("9", "chantier \"00000401\": 422"),
+    ] {
+        sqlx::query(
+            "WITH e AS (INSERT INTO batisync.outbox (flow, entity_key, source_version, \
+                        operation, payload, status, attempts, last_error, finished_at) \
+                        VALUES ('heures', $1, '1', 'upsert', '{}', 'dead', 1, $2, now()) \
+                        RETURNING id) \
+             INSERT INTO batisync.dead_events (event_id, flow) SELECT id, 'heures' FROM e",
+        )
+        .bind(key)
+        .bind(error)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    batisync::db::migrator().run(&db.pool).await.unwrap();
+
+    let reason = |key: &'static str| {
+        let db = &db;
+        async move { common::dead_reasons(db, "heures", key).await.remove(0) }
+    };
+    let (r7, r8, r9) = (reason("7").await, reason("8").await, reason("9").await);
+    assert_eq!(
+        (r7.code, r7.text("user_id")),
+        (
+            batisync::outbox::ReasonCode::EmployeeUnmapped,
+            Some("3f2a-77")
+        )
+    );
+    assert_eq!(
+        (r8.code, r8.int("project_id")),
+        (batisync::outbox::ReasonCode::UnknownChantier, Some(999))
+    );
+    assert_eq!(r9.code, batisync::outbox::ReasonCode::Other);
     db.drop().await;
 }

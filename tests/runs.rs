@@ -100,6 +100,7 @@ async fn a_run_counts_its_delivered_retried_dead_conflicting_and_open_events() {
         kind: "transient",
         message: "boom".into(),
         retry_in,
+        reason: None,
     };
     out.record(
         "a",

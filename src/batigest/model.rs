@@ -27,6 +27,8 @@ pub struct FieldError {
     pub field: &'static str,
     /// What is wrong, French / English.
     pub problem: String,
+    /// The limit, when the value is too long.
+    pub max_chars: Option<usize>,
 }
 
 /// A validated chantier code: 1 to 8 characters, no surrounding blanks.
@@ -112,6 +114,7 @@ impl Chantier {
         let code = ChantierCode::parse(&row.key).map_err(|problem| FieldError {
             code: row.key.clone(),
             field: role::CODE,
+            max_chars: (!row.key.trim().is_empty()).then_some(CHANTIER_CODE_MAX_CHARS),
             problem,
         })?;
         let f = Fields {
@@ -147,6 +150,7 @@ impl Fields<'_> {
             code: self.code.to_owned(),
             field,
             problem,
+            max_chars: None,
         }
     }
 
@@ -173,12 +177,15 @@ impl Fields<'_> {
         }
         let chars = text.chars().count();
         match max_chars {
-            Some(max) if chars > max => Err(self.error(
-                field,
-                format!(
-                    "{chars} caractères pour {max} au plus / {chars} characters, at most {max}"
-                ),
-            )),
+            Some(max) if chars > max => Err(FieldError {
+                max_chars: Some(max),
+                ..self.error(
+                    field,
+                    format!(
+                        "{chars} caractères pour {max} au plus / {chars} characters, at most {max}"
+                    ),
+                )
+            }),
             _ => Ok(Some(text)),
         }
     }

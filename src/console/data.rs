@@ -225,6 +225,17 @@ pub struct DeadLetter {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub dead_since: DateTime<Utc>,
+    /// The stored reason code ([`crate::outbox::ReasonCode`]) and its parameters.
+    pub reason: String,
+    pub reason_params: serde_json::Value,
+}
+
+impl DeadLetter {
+    /// The stored reason, typed.
+    #[must_use]
+    pub fn reason(&self) -> crate::outbox::Reason {
+        crate::outbox::Reason::from_stored(&self.reason, Some(&self.reason_params))
+    }
 }
 
 /// Dead letters, oldest first, at most `limit`.
@@ -233,7 +244,7 @@ pub struct DeadLetter {
 /// Database errors.
 pub async fn dead_letters(pool: &PgPool, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, flow, entity_key, attempts, last_error, dead_since \
+        "SELECT id, flow, entity_key, attempts, last_error, dead_since, reason, reason_params \
          FROM batisync.dead_letters ORDER BY id LIMIT $1",
     )
     .bind(limit)

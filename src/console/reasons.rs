@@ -1,13 +1,16 @@
-//! Dead letters explained: each error text is sorted into a reason with a title and the
-//! fix in plain words (French and English). Unknown errors are grouped by their text
-//! with numbers and identifiers blanked, so similar failures still land together.
+//! Dead letters explained: each stored reason code (see [`crate::outbox::reason`]) has
+//! a title and the fix in plain words (French and English). Dead letters without a known
+//! code are grouped by their message with numbers and identifiers blanked, so similar
+//! failures still land together. Nothing here reads a decision out of a message.
 
 use super::i18n::Lang;
+use crate::outbox::{Reason, ReasonCode};
 
 /// Why an event could not be delivered, for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
-    /// Stable key of the group (used by "re-drive this group").
+pub struct Explanation {
+    /// Stable key of the group (used by "re-drive this group"): the reason code, or
+    /// `other:<shape of the message>`.
     pub key: String,
     pub title_fr: String,
     pub title_en: String,
@@ -15,7 +18,7 @@ pub struct Reason {
     pub fix_en: String,
 }
 
-impl Reason {
+impl Explanation {
     #[must_use]
     pub fn title(&self, lang: Lang) -> &str {
         lang.t(&self.title_fr, &self.title_en)
@@ -27,18 +30,16 @@ impl Reason {
     }
 }
 
-/// A known failure: words that identify it, then what it means and how to fix it.
+/// A known reason: what it means and how to fix it.
 struct Known {
-    key: &'static str,
-    any_of: &'static [&'static str],
+    code: ReasonCode,
     title: (&'static str, &'static str),
     fix: (&'static str, &'static str),
 }
 
 const KNOWN: &[Known] = &[
     Known {
-        key: "employee-unmapped",
-        any_of: &["sans salarié", "is unmapped", "sans correspondance"],
+        code: ReasonCode::EmployeeUnmapped,
         title: (
             "Salarié BatiSimply sans correspondance dans Batigest",
             "BatiSimply user without a Batigest employee",
@@ -51,8 +52,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "employee-ambiguous",
-        any_of: &["plusieurs salariés", "several employees"],
+        code: ReasonCode::EmployeeAmbiguous,
         title: (
             "Même identifiant BatiSimply sur plusieurs salariés",
             "Same BatiSimply id on several employees",
@@ -64,8 +64,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "too-long",
-        any_of: &["caractères pour", "characters, at most"],
+        code: ReasonCode::TooLong,
         title: ("Valeur trop longue", "Value too long"),
         fix: (
             "Raccourcir la valeur dans la fiche chantier Batigest : la correction est envoyée \
@@ -75,8 +74,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "unknown-project",
-        any_of: &["projet inconnu", "unknown project", "projectcode"],
+        code: ReasonCode::UnknownChantier,
         title: (
             "Chantier inconnu de BatiSimply",
             "Job site unknown to BatiSimply",
@@ -90,8 +88,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "suivimo-collision",
-        any_of: &["collision", "lignes suivimo pour"],
+        code: ReasonCode::SuivimoCollision,
         title: (
             "Deux heures pour la même ligne SuiviMO",
             "Two time slots for one SuiviMO row",
@@ -105,15 +102,31 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "credentials",
-        any_of: &[
-            "401",
-            "403",
-            "identifiants",
-            "credentials",
-            "invalid_grant",
-            "unauthorized",
-        ],
+        code: ReasonCode::SuivimoDuplicates,
+        title: (
+            "Plusieurs lignes SuiviMO pour un créneau",
+            "Several SuiviMO rows for one time slot",
+        ),
+        fix: (
+            "Plusieurs lignes SuiviMO ont le chantier, le salarié et l'heure de début de ce \
+             créneau : n'en garder qu'une dans Batigest, puis relancer.",
+            "Several SuiviMO rows share this slot's chantier, employee and start: keep one in \
+             Batigest, then re-drive.",
+        ),
+    },
+    Known {
+        code: ReasonCode::InvalidData,
+        title: ("Donnée inutilisable", "Unusable data"),
+        fix: (
+            "Lire le détail de l'erreur (le champ est nommé) et corriger la donnée à la \
+             source (Batigest pour les chantiers, BatiSimply pour les heures) : la correction \
+             repart seule.",
+            "Read the error detail (it names the field) and correct the data at its source \
+             (Batigest for job sites, BatiSimply for hours): the correction is sent by itself.",
+        ),
+    },
+    Known {
+        code: ReasonCode::Credentials,
         title: (
             "Accès refusé (identifiants)",
             "Access refused (credentials)",
@@ -126,8 +139,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "gave-up",
-        any_of: &["abandonné après", "gave up after"],
+        code: ReasonCode::GaveUp,
         title: (
             "Pas de réponse pendant trop longtemps",
             "No answer for too long",
@@ -140,15 +152,7 @@ const KNOWN: &[Known] = &[
         ),
     },
     Known {
-        key: "refused",
-        any_of: &[
-            "refused the request",
-            "a refusé",
-            "400",
-            "422",
-            "invalide",
-            "invalid",
-        ],
+        code: ReasonCode::Refused,
         title: ("Donnée refusée par la cible", "Data refused by the target"),
         fix: (
             "Lire le détail de l'erreur, corriger la donnée dans Batigest (ou BatiSimply pour \
@@ -159,24 +163,21 @@ const KNOWN: &[Known] = &[
     },
 ];
 
-/// The reason of an error text.
+/// The explanation of a dead letter: its reason code, else (`other`, or dead letters
+/// older than stored reasons) the shape of its message.
 #[must_use]
-pub fn classify(error: &str) -> Reason {
-    let lower = error.to_lowercase();
-    if let Some(known) = KNOWN
-        .iter()
-        .find(|k| k.any_of.iter().any(|w| lower.contains(w)))
-    {
-        return Reason {
-            key: known.key.to_owned(),
+pub fn explain(reason: &Reason, message: &str) -> Explanation {
+    if let Some(known) = KNOWN.iter().find(|k| k.code == reason.code) {
+        return Explanation {
+            key: known.code.as_str().to_owned(),
             title_fr: known.title.0.to_owned(),
             title_en: known.title.1.to_owned(),
             fix_fr: known.fix.0.to_owned(),
             fix_en: known.fix.1.to_owned(),
         };
     }
-    let shape = shape_of(error);
-    Reason {
+    let shape = shape_of(message);
+    Explanation {
         key: format!("other:{shape}"),
         title_fr: shape.clone(),
         title_en: shape,
@@ -217,52 +218,47 @@ pub fn shape_of(error: &str) -> String {
     }
 }
 
-/// The BatiSimply user id an "unmapped user" error names (`utilisateur BatiSimply <id>
-/// sans salarié`, or `user <id> is unmapped`), if any.
-#[must_use]
-pub fn unmapped_user_id(error: &str) -> Option<String> {
-    let after = |marker: &str| {
-        error.find(marker).map(|i| {
-            error[i + marker.len()..]
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-                .to_owned()
-        })
-    };
-    after("utilisateur BatiSimply ")
-        .or_else(|| after("BatiSimply user "))
-        .filter(|id| !id.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_but_other_has_its_own_explanation() {
+        for code in ReasonCode::ALL {
+            let explained = explain(&Reason::new(code), "anything");
+            if code == ReasonCode::Other {
+                assert!(explained.key.starts_with("other:"));
+            } else {
+                assert_eq!(explained.key, code.as_str());
+                assert!(!explained.fix(Lang::Fr).is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn an_unmapped_employee_is_explained_with_the_codebs_fix() {
-        let text = "utilisateur BatiSimply 3f2a-77 sans salarié : renseigner Salarie.codebs pour \
-                    cet utilisateur / BatiSimply user 3f2a-77 is unmapped";
-        let reason = classify(text);
-        assert_eq!(reason.key, "employee-unmapped");
-        assert!(reason.fix(Lang::Fr).contains("Salarie.codebs"));
-        assert_eq!(unmapped_user_id(text).as_deref(), Some("3f2a-77"));
+        let reason = Reason::new(ReasonCode::EmployeeUnmapped).with("user_id", "3f2a-77");
+        let explained = explain(&reason, "reworded at will");
+        assert_eq!(explained.key, "employee-unmapped");
+        assert!(explained.fix(Lang::Fr).contains("Salarie.codebs"));
     }
 
     #[test]
-    fn a_long_customer_name_is_a_too_long_value() {
-        let reason =
-            classify("customer_name: 45 caractères pour 30 au plus / 45 characters, at most 30");
-        assert_eq!(reason.key, "too-long");
+    fn a_refusal_naming_401_in_its_key_is_not_a_credentials_problem() {
+        let reason = Reason::new(ReasonCode::Refused)
+            .with("key", "00000401")
+            .with("status", 422);
+        let message = "chantier \"00000401\": BatiSimply refused the request (422)";
+        assert_eq!(explain(&reason, message).key, "refused");
     }
 
     #[test]
-    fn unknown_errors_group_by_shape() {
-        let a = classify("disk 12 is full at \"X1\"");
-        let b = classify("disk 7 is full at \"Y22\"");
+    fn other_reasons_group_by_shape() {
+        let other = Reason::new(ReasonCode::Other);
+        let a = explain(&other, "disk 12 is full at \"X1\"");
+        let b = explain(&other, "disk 7 is full at \"Y22\"");
         assert_eq!(a.key, b.key);
         assert_eq!(a.title_en, "disk # is full at \"…\"");
-        assert_ne!(a.key, classify("something else").key);
+        assert_ne!(a.key, explain(&other, "something else").key);
     }
 }

@@ -18,7 +18,9 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{FlowControl, FlowControls};
-use crate::outbox::{Event, Failure, Outbox, OutboxError, RetryPolicy, notify::Wakers};
+use crate::outbox::{
+    Event, Failure, Outbox, OutboxError, Reason, ReasonCode, RetryPolicy, notify::Wakers,
+};
 
 pub use settings::DispatchSettings;
 pub use worker::{Runtime, spawn_workers};
@@ -44,15 +46,40 @@ pub enum DispatchError {
     /// Worth retrying later (network, timeout, 5xx, a locked row).
     #[error("{0}")]
     Transient(String),
-    /// Retrying cannot help (bad data, 4xx): the event goes dead with this reason.
+    /// Retrying cannot help (bad data, 4xx): the event goes dead with this reason,
+    /// stored as data with the dead letter, and this message for people.
+    #[error("{message}")]
+    Permanent { reason: Reason, message: String },
+    /// The target refuses our credentials: retried like a transient failure (an
+    /// operator fixes them and the events go on), dead as `credentials` once the
+    /// attempts run out.
     #[error("{0}")]
-    Permanent(String),
+    Credentials(String),
     /// The target asked us to slow down; retry after the hint (or the backoff).
     #[error("{message}")]
     RateLimited {
         retry_after: Option<Duration>,
         message: String,
     },
+}
+
+impl DispatchError {
+    /// A permanent refusal for `reason`.
+    pub fn permanent(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The reason of a permanent refusal.
+    #[must_use]
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            Self::Permanent { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// Applies one event to a target. Implementations must be idempotent: an event may be
@@ -279,27 +306,44 @@ impl<H: Handler> Dispatcher<H> {
         let attempts = u32::try_from(event.attempts).unwrap_or(u32::MAX);
         let unit = fastrand::f64();
         let retry_in = match error {
-            DispatchError::Permanent(_) => None,
+            DispatchError::Permanent { .. } => None,
             // Being throttled is not the event's fault: it never exhausts the budget.
             DispatchError::RateLimited { retry_after, .. } => {
                 Some(self.policy.delay_with_hint(attempts, *retry_after, unit))
             }
-            DispatchError::Transient(_) if self.policy.exhausted(attempts) => None,
-            DispatchError::Transient(_) => Some(self.policy.delay(attempts, unit)),
-        };
-        let message = match (error, retry_in) {
-            (DispatchError::Transient(m), None) => {
-                format!(
-                    "{m} (abandonné après {attempts} tentatives / gave up after {attempts} attempts)"
-                )
+            DispatchError::Transient(_) | DispatchError::Credentials(_)
+                if self.policy.exhausted(attempts) =>
+            {
+                None
             }
-            _ => error.to_string(),
+            DispatchError::Transient(_) | DispatchError::Credentials(_) => {
+                Some(self.policy.delay(attempts, unit))
+            }
+        };
+        let gave_up = |code| Reason::new(code).with("attempts", attempts);
+        let (message, reason) = match (error, retry_in) {
+            (DispatchError::Permanent { reason, message }, _) => {
+                (message.clone(), Some(reason.clone()))
+            }
+            (DispatchError::Transient(m) | DispatchError::Credentials(m), None) => {
+                let code = if matches!(error, DispatchError::Credentials(_)) {
+                    ReasonCode::Credentials
+                } else {
+                    ReasonCode::GaveUp
+                };
+                let message = format!(
+                    "{m} (abandonné après {attempts} tentatives / gave up after {attempts} attempts)"
+                );
+                (message, Some(gave_up(code)))
+            }
+            _ => (error.to_string(), None),
         };
         Failure {
             event_id: event.id,
             kind,
             message,
             retry_in,
+            reason,
         }
     }
 }
@@ -321,7 +365,8 @@ fn runs_by_key(events: &[Event]) -> Vec<Vec<&Event>> {
 fn error_kind(error: &DispatchError) -> &'static str {
     match error {
         DispatchError::Transient(_) => "transient",
-        DispatchError::Permanent(_) => "permanent",
+        DispatchError::Permanent { .. } => "permanent",
+        DispatchError::Credentials(_) => "credentials",
         DispatchError::RateLimited { .. } => "rate_limited",
     }
 }

@@ -16,6 +16,7 @@ use crate::app::Application;
 use crate::batigest::pool::Pool;
 use crate::batisimply::{BatisimplyClient, BatisimplyError};
 use crate::dispatch::DispatchError;
+use crate::outbox::{Reason, ReasonCode};
 
 /// Adds every flow enabled in the application's settings, reading the real sources.
 ///
@@ -47,19 +48,25 @@ pub fn register_enabled(app: Application) -> anyhow::Result<Application> {
     Ok(app)
 }
 
-/// A BatiSimply failure as a dispatch outcome, its message prefixed by `context`.
-pub(crate) fn api_error(context: String, error: BatisimplyError) -> DispatchError {
+/// A BatiSimply failure about entity `key` as a dispatch outcome, its message prefixed
+/// by `context`.
+pub(crate) fn api_error(context: String, key: &str, error: BatisimplyError) -> DispatchError {
     let message = format!("{context}: {error}");
     match error {
         BatisimplyError::RateLimited { retry_after } => DispatchError::RateLimited {
             retry_after,
             message,
         },
-        BatisimplyError::Permanent { .. } => DispatchError::Permanent(message),
+        BatisimplyError::Permanent { status, .. } => DispatchError::permanent(
+            Reason::new(ReasonCode::Refused)
+                .with("key", key)
+                .with("status", status),
+            message,
+        ),
         // Credentials and configuration are fixed by an operator: keep the events.
+        BatisimplyError::Auth { .. } => DispatchError::Credentials(message),
         BatisimplyError::Transient { .. }
         | BatisimplyError::Decode { .. }
-        | BatisimplyError::Auth { .. }
         | BatisimplyError::Config { .. }
         | BatisimplyError::Unsupported { .. } => DispatchError::Transient(message),
     }

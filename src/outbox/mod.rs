@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod inspect;
 pub mod loads;
 pub mod notify;
+pub mod reason;
 mod record;
 pub mod runs;
 mod store;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 pub use backoff::RetryPolicy;
+pub use reason::{Reason, ReasonCode};
 pub use store::{capture, round_trips};
 pub use upkeep::RedriveReport;
 
@@ -126,6 +128,9 @@ pub struct Failure {
     pub message: String,
     /// Retry after this delay, or `None` to quarantine the event as dead.
     pub retry_in: Option<std::time::Duration>,
+    /// Why the event is dead (stored with the dead letter; `None` reads as
+    /// [`ReasonCode::Other`]). Ignored for a retry.
+    pub reason: Option<Reason>,
 }
 
 /// Errors of the outbox API.

@@ -32,7 +32,7 @@ FOR UPDATE
 const KEYS_OF: &str = "SELECT id, entity_key FROM batisync.outbox WHERE id = ANY($1)";
 
 /// Records attempts (the attempt is counted): delivered (`kind` NULL) and dead events
-/// (`delay_ms` NULL) are finished, retried ones are due again after their delay. Then
+/// (`delay_ms` NULL, with their reason code and parameters) are finished, retried ones are due again after their delay. Then
 /// each key's head moves: to its retried event, or to its next open event after the
 /// last finished one (keeping the key's place in the queue if that event was already
 /// waiting when the run was claimed), or the key leaves the queue. Fenced by the queue
@@ -42,8 +42,9 @@ const KEYS_OF: &str = "SELECT id, entity_key FROM batisync.outbox WHERE id = ANY
 const RECORD: BatchSql = batch_sql!(
     r#"
 WITH f AS (
-    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-           AS t(id, entity_key, outcome, kind, message, delay_ms)
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                         $10::text[], $11::text[])
+           AS t(id, entity_key, outcome, kind, message, delay_ms, reason, reason_params)
 ),
 fin AS (
     UPDATE batisync.outbox o
@@ -60,11 +61,13 @@ fin AS (
     WHERE o.id = f.id AND o.entity_key = f.entity_key AND o.status IN ('waiting', 'pending')
       AND q.flow = $8 AND q.entity_key = f.entity_key AND q.locked_by = $7
       AND f.id BETWEEN q.event_id AND q.run_end
-    RETURNING o.id, o.entity_key, o.attempts, o.next_attempt_at, f.kind, f.message, f.delay_ms
+    RETURNING o.id, o.entity_key, o.attempts, o.next_attempt_at, f.kind, f.message, f.delay_ms,
+              f.reason, f.reason_params
 ),
 dead AS (
-    INSERT INTO batisync.dead_events (event_id, flow)
-    SELECT id, $8 FROM fin WHERE kind IS NOT NULL AND delay_ms IS NULL
+    INSERT INTO batisync.dead_events (event_id, flow, reason, reason_params)
+    SELECT id, $8, coalesce(reason, 'other'), coalesce(reason_params::jsonb, '{}')
+    FROM fin WHERE kind IS NOT NULL AND delay_ms IS NULL
 ),
 log AS (
     INSERT INTO batisync.outbox_failures (event_id, attempt, kind, message)
@@ -224,6 +227,8 @@ impl Outbox {
             .bind(worker)
             .bind(flow)
             .bind(NOTIFY_CHANNEL)
+            .bind(&rows.reasons)
+            .bind(&rows.reason_params)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -330,6 +335,9 @@ struct Rows<'a> {
     kinds: Vec<Option<&'a str>>,
     messages: Vec<Option<&'a str>>,
     delays: Vec<Option<i64>>,
+    reasons: Vec<Option<&'static str>>,
+    /// JSON objects, as text.
+    reason_params: Vec<Option<String>>,
 }
 
 impl<'a> Rows<'a> {
@@ -342,6 +350,8 @@ impl<'a> Rows<'a> {
         for (id, summary) in done {
             if let Some(key) = keys.get(id) {
                 rows.push(*id, key, Some(summary), None, None, None);
+                rows.reasons.push(None);
+                rows.reason_params.push(None);
             }
         }
         for f in failures {
@@ -350,6 +360,10 @@ impl<'a> Rows<'a> {
                     .retry_in
                     .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 rows.push(f.event_id, key, None, Some(f.kind), Some(&f.message), delay);
+                let reason = f.reason.as_ref().filter(|_| delay.is_none());
+                rows.reasons.push(reason.map(|r| r.code.as_str()));
+                rows.reason_params
+                    .push(reason.map(|r| r.params_json().to_string()));
             }
         }
         rows
@@ -404,6 +418,7 @@ mod tests {
             kind: "transient",
             message: "down".into(),
             retry_in: None,
+            reason: None,
         }
     }
 

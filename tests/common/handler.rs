@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use batisync::dispatch::{Applied, DispatchError, Handler};
-use batisync::outbox::Event;
+use batisync::outbox::{Event, Reason, ReasonCode};
 
 /// What the handler does with one event.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,7 +85,12 @@ impl Handler for Recorder {
                 Ok(Applied::new("applied"))
             }
             Behavior::Transient => Err(DispatchError::Transient("target unavailable".into())),
-            Behavior::Permanent => Err(DispatchError::Permanent("code too long".into())),
+            Behavior::Permanent => Err(DispatchError::permanent(
+                Reason::new(ReasonCode::TooLong)
+                    .with("key", event.entity_key.as_str())
+                    .with("max_chars", 8),
+                "code too long",
+            )),
             Behavior::RateLimited(retry_after) => Err(DispatchError::RateLimited {
                 retry_after: Some(retry_after),
                 message: "429".into(),

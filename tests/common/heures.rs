@@ -165,6 +165,11 @@ impl<L: LedgerWriter + 'static> Harness<L> {
         crate::common::outcomes(&self.db, FLOW, slot).await
     }
 
+    /// The stored reasons of a slot's dead letters, oldest first.
+    pub async fn dead_reasons(&self, slot: &str) -> Vec<batisync::outbox::Reason> {
+        crate::common::dead_reasons(&self.db, FLOW, slot).await
+    }
+
     /// Makes the next poll read the whole watched window (as if the last full read
     /// were long ago).
     pub async fn make_sweep_due(&self) {

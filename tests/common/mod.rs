@@ -207,3 +207,19 @@ pub async fn outcomes(
     .await
     .expect("outcomes")
 }
+
+/// The stored reasons of one entity's dead letters, oldest first.
+pub async fn dead_reasons(db: &TestDb, flow: &str, key: &str) -> Vec<batisync::outbox::Reason> {
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT reason, reason_params FROM batisync.dead_letters
+         WHERE flow = $1 AND entity_key = $2 ORDER BY id",
+    )
+    .bind(flow)
+    .bind(key)
+    .fetch_all(&db.pool)
+    .await
+    .expect("dead letter reasons");
+    rows.iter()
+        .map(|(code, params)| batisync::outbox::Reason::from_stored(code, Some(params)))
+        .collect()
+}

@@ -17,7 +17,6 @@ use crate::console::data::{self, FlowFigures};
 use crate::console::health::{ComponentHealth, Light};
 use crate::console::i18n::Lang;
 use crate::console::layout::{self, age, ago, maybe_datetime};
-use crate::console::reasons;
 
 /// How long a delivery failure keeps a flow "failing" when nothing was delivered since.
 const FAILING_WINDOW_SECS: i64 = 15 * 60;
@@ -244,11 +243,9 @@ fn flow_card(lang: Lang, c: &FlowCard) -> Markup {
                 }
             }
             @if let Some((at, text)) = &c.last_error {
-                @let reason = reasons::classify(text);
                 p.alert.error.small {
                     strong { (lang.t("Dernière erreur", "Last error")) " (" (ago(lang, *at)) ") : " }
-                    (reason.title(lang)) br;
-                    span.muted { (cut(text, 200)) }
+                    (cut(text, 200))
                 }
             }
         }

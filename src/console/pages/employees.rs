@@ -28,7 +28,7 @@ use crate::batigest::{BatigestSettings, Cell, EmployeeMap, SourceRow};
 use crate::console::Console;
 use crate::console::auth::Ctx;
 use crate::console::layout::{self, ago, csrf_field, datetime};
-use crate::console::reasons;
+use crate::outbox::ReasonCode;
 use crate::tls::ClientAddr;
 
 /// Flow whose dead letters name unmapped BatiSimply users.
@@ -219,11 +219,11 @@ pub async fn unlinked_users(pool: &PgPool) -> Result<BTreeMap<String, usize>, sq
         if dead.flow != HOURS_FLOW {
             continue;
         }
-        let error = dead.last_error.unwrap_or_default();
-        if reasons::classify(&error).key == "employee-unmapped"
-            && let Some(user) = reasons::unmapped_user_id(&error)
+        let reason = dead.reason();
+        if reason.code == ReasonCode::EmployeeUnmapped
+            && let Some(user) = reason.text("user_id")
         {
-            *users.entry(user).or_default() += 1;
+            *users.entry(user.to_owned()).or_default() += 1;
         }
     }
     Ok(users)

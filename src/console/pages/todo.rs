@@ -16,7 +16,7 @@ use crate::console::auth::Ctx;
 use crate::console::data::{self, Conflict, DeadLetter};
 use crate::console::i18n::Lang;
 use crate::console::layout::{self, csrf_field, datetime, maybe_datetime};
-use crate::console::reasons::{self, Reason};
+use crate::console::reasons::{self, Explanation};
 use crate::outbox::{Outbox, RedriveReport};
 
 /// Dead letters read at most (the page says when there are more).
@@ -28,7 +28,7 @@ const SHOWN_PER_GROUP: usize = 20;
 #[derive(Debug, Clone)]
 pub struct Group {
     pub flow: String,
-    pub reason: Reason,
+    pub reason: Explanation,
     pub events: Vec<DeadLetter>,
 }
 
@@ -39,7 +39,10 @@ pub struct Group {
 pub async fn groups(pool: &PgPool) -> Result<Vec<Group>, sqlx::Error> {
     let mut by_key: BTreeMap<(String, String), Group> = BTreeMap::new();
     for dead in data::dead_letters(pool, MAX_DEAD).await? {
-        let reason = reasons::classify(dead.last_error.as_deref().unwrap_or_default());
+        let reason = reasons::explain(
+            &dead.reason(),
+            dead.last_error.as_deref().unwrap_or_default(),
+        );
         by_key
             .entry((dead.flow.clone(), reason.key.clone()))
             .or_insert_with(|| Group {

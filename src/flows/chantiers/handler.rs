@@ -13,11 +13,12 @@ use sqlx::PgPool;
 use super::mapping::{decode_chantier, project_hash, project_json, to_project};
 use super::settings::{ChantiersSettings, OnDelete};
 use super::store::{self, Link, LinkWrite};
+use crate::batigest::FieldError;
 use crate::batisimply::{BatisimplyClient, BatisimplyError, NewProject, Project};
 use crate::dispatch::{Applied, DispatchError, Handler};
 use crate::flows::conflicts::{Conflict, record_conflict};
 use crate::flows::db_error;
-use crate::outbox::{Event, Operation};
+use crate::outbox::{Event, Operation, Reason, ReasonCode};
 
 /// Applies chantier events to BatiSimply projects.
 #[derive(Clone)]
@@ -65,7 +66,7 @@ impl ChantiersHandler {
 
     async fn upsert(&self, event: &Event) -> Result<Applied, DispatchError> {
         let code = event.entity_key.as_str();
-        let invalid = |e: crate::batigest::FieldError| DispatchError::Permanent(e.to_string());
+        let invalid = field_error;
         let chantier = decode_chantier(code, &event.payload).map_err(invalid)?;
         let desired = to_project(&chantier, &self.settings).map_err(invalid)?;
         let hash = project_hash(&desired);
@@ -237,7 +238,19 @@ fn is_duplicate(status: u16, message: &str) -> bool {
 
 /// The one mapping from client errors to dispatch decisions.
 fn api_error(code: &str, error: BatisimplyError) -> DispatchError {
-    crate::flows::api_error(format!("chantier {code:?}"), error)
+    crate::flows::api_error(format!("chantier {code:?}"), code, error)
+}
+
+/// A Batigest value that cannot become a project field: too long, or unusable.
+fn field_error(error: FieldError) -> DispatchError {
+    let reason = match error.max_chars {
+        Some(max) => Reason::new(ReasonCode::TooLong).with("max_chars", max),
+        None => Reason::new(ReasonCode::InvalidData),
+    };
+    let reason = reason
+        .with("key", error.code.as_str())
+        .with("field", error.field);
+    DispatchError::permanent(reason, error.to_string())
 }
 
 #[cfg(test)]
@@ -251,7 +264,9 @@ mod tests {
             message: "bad".into(),
         };
         assert!(
-            matches!(api_error("1", permanent), DispatchError::Permanent(m) if m.contains("\"1\""))
+            matches!(api_error("1", permanent), DispatchError::Permanent { reason, message }
+                if message.contains("\"1\"") && reason.code == ReasonCode::Refused
+                    && reason.int("status") == Some(422))
         );
         let limited = BatisimplyError::RateLimited {
             retry_after: Some(std::time::Duration::from_secs(2)),
@@ -268,7 +283,7 @@ mod tests {
             message: "check client_id".into(),
         };
         assert!(
-            matches!(api_error("1", auth), DispatchError::Transient(m) if m.contains("client_id"))
+            matches!(api_error("1", auth), DispatchError::Credentials(m) if m.contains("client_id"))
         );
     }
 

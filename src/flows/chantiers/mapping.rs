@@ -31,14 +31,22 @@ const ROLES: [&str; 10] = [
 pub fn payload_of(row: &SourceRow) -> Value {
     match Chantier::from_row(row) {
         Ok(chantier) => serde_json::to_value(&chantier).unwrap_or_else(|e| {
-            invalid_payload(&row.key, role::CODE, &format!("non sérialisable / {e}"))
+            invalid_payload(
+                &row.key,
+                role::CODE,
+                &format!("non sérialisable / {e}"),
+                None,
+            )
         }),
-        Err(error) => invalid_payload(&row.key, error.field, &error.problem),
+        Err(error) => invalid_payload(&row.key, error.field, &error.problem, error.max_chars),
     }
 }
 
-fn invalid_payload(code: &str, field: &str, problem: &str) -> Value {
-    json!({ "code": code, "invalid": { "field": field, "problem": problem } })
+fn invalid_payload(code: &str, field: &str, problem: &str, max_chars: Option<usize>) -> Value {
+    json!({
+        "code": code,
+        "invalid": { "field": field, "problem": problem, "max_chars": max_chars },
+    })
 }
 
 /// Reads an upsert payload back into a chantier, re-checking the Batigest limits.
@@ -50,6 +58,7 @@ pub fn decode_chantier(key: &str, payload: &Value) -> Result<Chantier, FieldErro
         code: key.to_owned(),
         field,
         problem,
+        max_chars: None,
     };
     if let Some(invalid) = payload.get("invalid") {
         let named = invalid.get("field").and_then(Value::as_str).unwrap_or("");
@@ -59,10 +68,14 @@ pub fn decode_chantier(key: &str, payload: &Value) -> Result<Chantier, FieldErro
             .copied()
             .unwrap_or("row");
         let problem = invalid.get("problem").and_then(Value::as_str);
-        return Err(error(
-            field,
-            problem.unwrap_or("donnée invalide / invalid data").into(),
-        ));
+        let max_chars = invalid.get("max_chars").and_then(Value::as_u64);
+        return Err(FieldError {
+            max_chars: max_chars.and_then(|m| usize::try_from(m).ok()),
+            ..error(
+                field,
+                problem.unwrap_or("donnée invalide / invalid data").into(),
+            )
+        });
     }
     let chantier: Chantier = serde_path_to_error::deserialize(payload).map_err(|e| {
         let path = e.path().to_string();
@@ -138,6 +151,7 @@ fn sold_hours(chantier: &Chantier) -> Result<Option<f64>, FieldError> {
             code: chantier.code.as_str().to_owned(),
             field: role::SOLD_HOURS,
             problem: format!("nombre d'heures invalide / invalid number of hours: {text:?}"),
+            max_chars: None,
         }),
     }
 }

@@ -38,13 +38,14 @@ use crate::batisimply::{BatisimplyClient, BatisimplyError};
 use crate::dispatch::{Applied, DispatchError, Handler};
 use crate::flows::conflicts::{Conflict, record_conflict};
 use crate::flows::{api_error, db_error};
-use crate::outbox::{Event, Operation};
+use crate::outbox::{Event, Operation, Reason, ReasonCode};
 
-/// Start of the dead-letter reason of a slot whose user has no employee (also how the
-/// automatic re-drive finds them).
-pub const UNMAPPED_EMPLOYEE: &str = "salarié introuvable / unknown employee";
-/// Start of the dead-letter reason of a slot whose project has no chantier code.
-pub const UNKNOWN_CHANTIER: &str = "chantier introuvable / unknown chantier";
+/// Start of the message of a slot whose user has no employee (its reason is
+/// [`ReasonCode::EmployeeUnmapped`]).
+const UNMAPPED_EMPLOYEE: &str = "salarié introuvable / unknown employee";
+/// Start of the message of a slot whose project has no chantier code (its reason is
+/// [`ReasonCode::UnknownChantier`]).
+const UNKNOWN_CHANTIER: &str = "chantier introuvable / unknown chantier";
 
 /// How long a project code read from the API is reused.
 const PROJECT_CODE_TTL: Duration = Duration::from_secs(300);
@@ -104,9 +105,12 @@ impl<L: LedgerWriter, E: EmployeeSource> HeuresHandler<L, E> {
             Operation::Upsert => {
                 let slot: SlotPayload =
                     serde_json::from_value(event.payload.clone()).map_err(|e| {
-                        DispatchError::Permanent(format!(
-                            "créneau {slot_id} : contenu illisible / unreadable payload: {e}"
-                        ))
+                        DispatchError::permanent(
+                            Reason::new(ReasonCode::InvalidData).with("key", slot_id),
+                            format!(
+                                "créneau {slot_id} : contenu illisible / unreadable payload: {e}"
+                            ),
+                        )
                     })?;
                 if slot.is_validated() {
                     self.write(event, &slot).await
@@ -142,14 +146,20 @@ impl<L: LedgerWriter, E: EmployeeSource> HeuresHandler<L, E> {
                 DispatchError::Transient(format!("Salarie (map of employees): {e}"))
             })?;
         let employee = employees.lookup(&slot.user_id).map_err(|e| {
-            let what = match e {
-                EmployeeLookupError::Unmapped { .. } => UNMAPPED_EMPLOYEE,
-                EmployeeLookupError::Ambiguous { .. } => "salarié ambigu / ambiguous employee",
+            let (what, reason) = match &e {
+                EmployeeLookupError::Unmapped { user_id } => (
+                    UNMAPPED_EMPLOYEE,
+                    Reason::new(ReasonCode::EmployeeUnmapped).with("user_id", user_id.as_str()),
+                ),
+                EmployeeLookupError::Ambiguous { user_id, codes } => (
+                    "salarié ambigu / ambiguous employee",
+                    Reason::new(ReasonCode::EmployeeAmbiguous)
+                        .with("user_id", user_id.as_str())
+                        .with("employees", codes.clone()),
+                ),
             };
-            DispatchError::Permanent(format!(
-                "{what}: créneau / slot {} du {local}: {e}",
-                slot.id
-            ))
+            let message = format!("{what}: créneau / slot {} du {local}: {e}", slot.id);
+            DispatchError::permanent(reason.with("slot_id", slot.id.as_str()), message)
         })?;
         let chantier = self.codes.code_of(slot).await?;
         Ok(ledger_row(
@@ -218,10 +228,9 @@ impl<L: LedgerWriter, E: EmployeeSource> HeuresHandler<L, E> {
             Decision::Conflict(LedgerConflict::DuplicateRows(n)) => {
                 Err(duplicates(&slot.id, &key, n))
             }
-            Decision::Delete | Decision::AlreadyGone => Err(DispatchError::Permanent(format!(
-                "créneau {}: décision inattendue / unexpected decision {:?}",
-                slot.id, report.decision
-            ))),
+            Decision::Delete | Decision::AlreadyGone => {
+                Err(unexpected(&slot.id, &format!("{:?}", report.decision)))
+            }
         }
     }
 
@@ -286,9 +295,7 @@ impl<L: LedgerWriter, E: EmployeeSource> HeuresHandler<L, E> {
             Decision::Conflict(LedgerConflict::DuplicateRows(n)) => {
                 Err(duplicates(slot_id, &key, n))
             }
-            other => Err(DispatchError::Permanent(format!(
-                "créneau {slot_id}: décision inattendue / unexpected decision {other:?}"
-            ))),
+            other => Err(unexpected(slot_id, &format!("{other:?}"))),
         }
     }
 
@@ -338,27 +345,57 @@ fn collision(slot_id: &str, key: &str, other_slot: Option<&str>) -> DispatchErro
         || "une ligne SuiviMO existante / an existing SuiviMO row".to_owned(),
         |other| format!("le créneau / slot {other}"),
     );
-    DispatchError::Permanent(format!(
-        "collision: créneau / slot {slot_id} et {owner} donnent la même ligne SuiviMO \
+    let reason = Reason::new(ReasonCode::SuivimoCollision)
+        .with("slot_id", slot_id)
+        .with("row_key", key)
+        .with("other_slot", other_slot);
+    DispatchError::permanent(
+        reason,
+        format!(
+            "collision: créneau / slot {slot_id} et {owner} donnent la même ligne SuiviMO \
          (chantier|salarié|date) {key} ; corriger l'un des deux dans BatiSimply, ou la ligne \
          dans Batigest, puis relancer / map to the same SuiviMO row: fix one of them, then \
          re-drive"
-    ))
+        ),
+    )
 }
 
 fn duplicates(slot_id: &str, key: &str, rows: usize) -> DispatchError {
-    DispatchError::Permanent(format!(
-        "créneau / slot {slot_id}: {rows} lignes SuiviMO pour la clé {key} ; n'en garder qu'une \
+    let reason = Reason::new(ReasonCode::SuivimoDuplicates)
+        .with("slot_id", slot_id)
+        .with("row_key", key)
+        .with("rows", rows);
+    DispatchError::permanent(
+        reason,
+        format!(
+            "créneau / slot {slot_id}: {rows} lignes SuiviMO pour la clé {key} ; n'en garder qu'une \
          dans Batigest puis relancer / {rows} SuiviMO rows share this key: keep one, then re-drive"
-    ))
+        ),
+    )
 }
 
 fn ledger_error(error: LedgerError) -> DispatchError {
     if error.is_transient() {
         DispatchError::Transient(error.to_string())
     } else {
-        DispatchError::Permanent(error.to_string())
+        let reason = match &error {
+            LedgerError::InvalidRow { slot_id, .. } => {
+                Reason::new(ReasonCode::InvalidData).with("key", slot_id.as_str())
+            }
+            LedgerError::Server(_) => Reason::new(ReasonCode::Refused),
+        };
+        DispatchError::permanent(reason, error.to_string())
     }
+}
+
+/// A ledger decision the handler did not ask for (a defect, kept as a dead letter).
+fn unexpected(slot_id: &str, decision: &str) -> DispatchError {
+    DispatchError::permanent(
+        Reason::new(ReasonCode::Other)
+            .with("key", slot_id)
+            .with("decision", decision),
+        format!("créneau {slot_id}: décision inattendue / unexpected decision {decision}"),
+    )
 }
 
 /// Project id → chantier code, for slots sent without `projectCode`: the chantiers
@@ -411,16 +448,28 @@ impl ProjectCodes {
             None => match self.client.get_project(id).await {
                 Ok(project) => Some(project.data.code.trim().to_owned()).filter(|c| !c.is_empty()),
                 Err(BatisimplyError::Permanent { status: 404, .. }) => None,
-                Err(e) => return Err(api_error(format!("créneau / slot {}", slot.id), e)),
+                Err(e) => {
+                    return Err(api_error(
+                        format!("créneau / slot {}", slot.id),
+                        &slot.id,
+                        e,
+                    ));
+                }
             },
         };
         let Some(code) = code else {
-            return Err(DispatchError::Permanent(format!(
-                "{UNKNOWN_CHANTIER}: créneau / slot {} : le projet BatiSimply {id} n'a pas de \
+            let reason = Reason::new(ReasonCode::UnknownChantier)
+                .with("project_id", id)
+                .with("slot_id", slot.id.as_str());
+            return Err(DispatchError::permanent(
+                reason,
+                format!(
+                    "{UNKNOWN_CHANTIER}: créneau / slot {} : le projet BatiSimply {id} n'a pas de \
                  projectCode (code chantier Batigest) ; le renseigner dans BatiSimply / \
                  BatiSimply project {id} has no projectCode: set it to the Batigest chantier code",
-                slot.id
-            )));
+                    slot.id
+                ),
+            ));
         };
         self.cache
             .lock()
@@ -433,34 +482,27 @@ impl ProjectCodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::reasons::classify;
 
-    fn text(e: DispatchError) -> String {
-        e.to_string()
+    fn reason(e: &DispatchError) -> &Reason {
+        e.reason().expect("a permanent refusal")
     }
 
     #[test]
-    fn dead_letter_reasons_are_explained_by_the_console() {
-        let unmapped = format!(
-            "{UNMAPPED_EMPLOYEE}: créneau / slot 7 du 2026-11-02 08:00:00: {}",
-            EmployeeLookupError::Unmapped {
-                user_id: "3f2a".into()
-            }
-        );
-        assert_eq!(classify(&unmapped).key, "employee-unmapped");
+    fn ledger_refusals_carry_their_reason_and_its_parameters() {
+        let collided = collision("7", "CH|SAL|2026-11-02 08:00", Some("8"));
+        assert_eq!(reason(&collided).code, ReasonCode::SuivimoCollision);
+        assert_eq!(reason(&collided).text("other_slot"), Some("8"));
         assert_eq!(
-            crate::console::reasons::unmapped_user_id(&unmapped).as_deref(),
-            Some("3f2a")
+            reason(&collided).text("row_key"),
+            Some("CH|SAL|2026-11-02 08:00")
         );
-        assert_eq!(
-            classify(&text(collision("7", "CH|SAL|2026-11-02 08:00", Some("8")))).key,
-            "suivimo-collision"
-        );
-        assert_eq!(
-            classify(&text(duplicates("7", "CH|SAL|2026-11-02 08:00", 2))).key,
-            "suivimo-collision"
-        );
-        let unknown = format!("{UNKNOWN_CHANTIER}: le projet BatiSimply 9 n'a pas de projectCode");
-        assert_eq!(classify(&unknown).key, "unknown-project");
+        let doubled = duplicates("7", "CH|SAL|2026-11-02 08:00", 2);
+        assert_eq!(reason(&doubled).code, ReasonCode::SuivimoDuplicates);
+        assert_eq!(reason(&doubled).int("rows"), Some(2));
+        let invalid = ledger_error(LedgerError::InvalidRow {
+            slot_id: "7".into(),
+            message: "NbH0 out of range".into(),
+        });
+        assert_eq!(reason(&invalid).code, ReasonCode::InvalidData);
     }
 }

@@ -9,11 +9,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::FLOW;
-use super::handler::{UNKNOWN_CHANTIER, UNMAPPED_EMPLOYEE};
 use super::slot::SlotPayload;
 use crate::batigest::EmployeeMap;
 use crate::batisimply::BatisimplyClient;
-use crate::outbox::{Outbox, OutboxError};
+use crate::outbox::{Outbox, OutboxError, ReasonCode};
 
 /// Dead letters looked at per pass.
 const PASS_LIMIT: i64 = 1_000;
@@ -29,16 +28,17 @@ pub async fn redrive_resolved(
 ) -> Result<usize, OutboxError> {
     let pool = outbox.pool();
     let dead: Vec<(i64, String, Value)> = sqlx::query_as(
-        "SELECT o.id, o.last_error, o.payload
+        "SELECT o.id, d.reason, o.payload
            FROM batisync.dead_events d JOIN batisync.outbox o ON o.id = d.event_id
-          WHERE d.flow = $1
-            AND (left(o.last_error, length($2)) = $2 OR left(o.last_error, length($3)) = $3)
+          WHERE d.flow = $1 AND d.reason = ANY($2)
           ORDER BY d.event_id
-          LIMIT $4",
+          LIMIT $3",
     )
     .bind(FLOW)
-    .bind(UNMAPPED_EMPLOYEE)
-    .bind(UNKNOWN_CHANTIER)
+    .bind([
+        ReasonCode::EmployeeUnmapped.as_str(),
+        ReasonCode::UnknownChantier.as_str(),
+    ])
     .bind(PASS_LIMIT)
     .fetch_all(pool)
     .await?;
@@ -48,9 +48,9 @@ pub async fn redrive_resolved(
     let codes = ProjectCodeIndex::load(pool, client, &dead).await?;
     let ready: Vec<i64> = dead
         .into_iter()
-        .filter_map(|(id, error, payload)| {
+        .filter_map(|(id, reason, payload)| {
             let slot: SlotPayload = serde_json::from_value(payload).ok()?;
-            let resolved = if error.starts_with(UNMAPPED_EMPLOYEE) {
+            let resolved = if ReasonCode::parse(&reason) == ReasonCode::EmployeeUnmapped {
                 employees.lookup(&slot.user_id).is_ok()
             } else {
                 slot.project_code().is_some() || codes.knows(slot.project_id)
@@ -84,7 +84,8 @@ impl ProjectCodeIndex {
         dead: &[(i64, String, Value)],
     ) -> Result<Self, OutboxError> {
         let mut known = HashSet::new();
-        if !dead.iter().any(|(_, e, _)| e.starts_with(UNKNOWN_CHANTIER)) {
+        let unknown = ReasonCode::UnknownChantier.as_str();
+        if !dead.iter().any(|(_, reason, _)| reason == unknown) {
             return Ok(Self { known });
         }
         let linked: Vec<String> = sqlx::query_scalar(
