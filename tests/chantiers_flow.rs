@@ -5,6 +5,7 @@ mod common;
 #[path = "common/chantiers.rs"]
 mod harness;
 
+use batisync::outbox::ReasonCode;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -326,6 +327,11 @@ async fn a_project_the_simulator_rejects_with_422_goes_dead_with_the_reason_and_
         "{}",
         dead[0].1
     );
+    let reasons = common::dead_reasons(&h.db, "chantiers", "00000001").await;
+    assert_eq!(
+        (reasons[0].code, reasons[0].int("status")),
+        (ReasonCode::Refused, Some(422))
+    );
     assert_eq!(h.sim.projects().len(), 5);
     h.finish().await;
 }
@@ -364,6 +370,20 @@ async fn invalid_batigest_rows_become_dead_letters_naming_the_chantier_and_the_f
         "{dead:?}"
     );
     assert!(dead["00000002"].contains("start_date"), "{dead:?}");
+    let long = common::dead_reasons(&h.db, "chantiers", "123456789").await;
+    assert_eq!(
+        (
+            long[0].code,
+            long[0].text("field"),
+            long[0].int("max_chars")
+        ),
+        (ReasonCode::TooLong, Some("code"), Some(8))
+    );
+    let bad = common::dead_reasons(&h.db, "chantiers", "00000002").await;
+    assert_eq!(
+        (bad[0].code, bad[0].text("field")),
+        (ReasonCode::InvalidData, Some("start_date"))
+    );
     assert_eq!(h.sim.projects().len(), 1);
     h.finish().await;
 }
