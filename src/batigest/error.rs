@@ -81,7 +81,7 @@ pub enum BatigestError {
     #[error("correspondance des colonnes / column mapping: {0}")]
     Mapping(String),
     #[error("Change Tracking inutilisable sur / unusable on {table}: {reason}")]
-    ChangeTrackingUnavailable { table: String, reason: &'static str },
+    ChangeTrackingUnavailable { table: String, reason: String },
     #[error("réponse inattendue du serveur / unexpected server answer: {0}")]
     Protocol(String),
     #[error("paramètre / setting: {0}")]

@@ -74,6 +74,9 @@ pub struct BatigestSettings {
     pub max_attempts: u32,
     /// Rows read per page by snapshot reads.
     pub snapshot_page_rows: u32,
+    /// Shortest time between two snapshot-diff reads of a table (each reads the whole
+    /// table), in milliseconds. Change Tracking polls keep `poll_interval_ms`.
+    pub snapshot_interval_ms: u64,
     /// Bytes sent as `CHANGE_TRACKING_CONTEXT` with every write batisync makes.
     pub change_context: String,
     /// Job sites (`ChantierDef`).
@@ -103,6 +106,7 @@ impl Default for BatigestSettings {
             pool_size: 4,
             max_attempts: 3,
             snapshot_page_rows: 1_000,
+            snapshot_interval_ms: 30_000,
             change_context: "batisync".into(),
             chantier: ChantierColumns::default(),
             salarie: SalarieColumns::default(),
@@ -244,6 +248,7 @@ impl BatigestSettings {
             ("pool_size", u64::from(self.pool_size)),
             ("max_attempts", u64::from(self.max_attempts)),
             ("snapshot_page_rows", u64::from(self.snapshot_page_rows)),
+            ("snapshot_interval_ms", self.snapshot_interval_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("query_timeout_ms", self.query_timeout_ms),
         ] {

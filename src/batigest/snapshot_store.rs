@@ -13,6 +13,14 @@ use crate::outbox::{self, CaptureReport, CursorAdvance, NewEvent, OutboxError};
 
 const LOAD_HASHES: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows WHERE source = $1";
 
+const COUNT_HASHES: &str = "SELECT count(*) FROM batisync.snapshot_rows WHERE source = $1";
+
+const LOAD_HASHES_OF: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows \
+     WHERE source = $1 AND row_key = ANY($2::text[])";
+
+const KEYS_PAGE: &str = "SELECT row_key FROM batisync.snapshot_rows \
+     WHERE source = $1 AND ($2::text IS NULL OR row_key > $2) ORDER BY row_key LIMIT $3";
+
 const UPSERT_HASHES: &str = "INSERT INTO batisync.snapshot_rows (source, row_key, row_hash) \
      SELECT $1, k, h FROM UNNEST($2::text[], $3::text[]) AS u(k, h) \
      ON CONFLICT (source, row_key) DO UPDATE SET row_hash = EXCLUDED.row_hash, updated_at = now()";
@@ -33,6 +41,53 @@ pub async fn load_hashes(
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// How many row hashes the previous snapshot of `source` left.
+///
+/// # Errors
+/// PostgreSQL failure.
+pub async fn count_hashes(conn: &mut PgConnection, source: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(COUNT_HASHES)
+        .bind(source)
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The stored hashes of `keys` only (one page of a snapshot read).
+///
+/// # Errors
+/// PostgreSQL failure.
+pub async fn load_hashes_of(
+    conn: &mut PgConnection,
+    source: &str,
+    keys: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(LOAD_HASHES_OF)
+        .bind(source)
+        .bind(keys)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Up to `limit` stored keys after `after` (PostgreSQL's order), to look for deletes.
+///
+/// # Errors
+/// PostgreSQL failure.
+pub async fn stored_keys_page(
+    conn: &mut PgConnection,
+    source: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(KEYS_PAGE)
+        .bind(source)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
 }
 
 /// Records a snapshot diff; call inside the transaction that captures its events.

@@ -56,13 +56,30 @@ pub(crate) const CHANGE_TRACKING_VERSIONS: &str = "SELECT \
      CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS min_valid_version";
 
 /// Net changes since `@P1` (the stored version). The row is absent (`__exists` = 0)
-/// when it was deleted: a delete carries only the key.
+/// when it was deleted: a delete carries only the key. `{commit_select}` and
+/// `{commit_join}` are [`COMMIT_TIME_SELECT`] and [`COMMIT_TIME_JOIN`] where the server
+/// lets us read `sys.dm_tran_commit_table`, else [`NO_COMMIT_TIME_SELECT`] and nothing.
 pub(crate) const CHANGES_SINCE: &str = "SELECT ct.SYS_CHANGE_VERSION AS [__version], \
      ct.SYS_CHANGE_OPERATION AS [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], \
-     ct.{key} AS [__key], CASE WHEN t.{key} IS NULL THEN 0 ELSE 1 END AS [__exists], {columns} \
+     ct.{key} AS [__key], CASE WHEN t.{key} IS NULL THEN 0 ELSE 1 END AS [__exists], \
+     {commit_select}, {columns} \
      FROM CHANGETABLE(CHANGES {table}, @P1) AS ct \
-     LEFT JOIN {table} AS t ON t.{key} = ct.{key} \
+     LEFT JOIN {table} AS t ON t.{key} = ct.{key}{commit_join} \
      ORDER BY ct.SYS_CHANGE_VERSION, ct.{key}";
+
+/// The commit time of a change (server local time brought to UTC with the server's
+/// current offset), from the commit table Change Tracking versions point into.
+pub(crate) const COMMIT_TIME_SELECT: &str = "DATEADD(minute, \
+     -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()), tc.commit_time) AS [__committed_at]";
+/// The join that [`COMMIT_TIME_SELECT`] reads.
+pub(crate) const COMMIT_TIME_JOIN: &str =
+    " LEFT JOIN sys.dm_tran_commit_table AS tc ON tc.commit_ts = ct.SYS_CHANGE_VERSION";
+/// No commit time visible: the events carry none.
+pub(crate) const NO_COMMIT_TIME_SELECT: &str = "CAST(NULL AS datetime2) AS [__committed_at]";
+
+/// Does the server let us read commit times (`VIEW SERVER STATE` on SQL Server)?
+pub(crate) const COMMIT_TIME_PROBE: &str =
+    "SELECT TOP (0) commit_ts, commit_time FROM sys.dm_tran_commit_table";
 
 /// First page of a keyset-paginated full read (`@P1` = page size).
 pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
@@ -71,6 +88,11 @@ pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {colum
 /// Next page after key `@P2` (`@P1` = page size).
 pub(crate) const NEXT_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
      FROM {table} AS t WHERE t.{key} > @P2 ORDER BY t.{key}";
+
+/// Which of `{params}` (`@P1, @P2, ...`: stored keys of the previous snapshot) still
+/// exist: a snapshot diff looks for deletes with it only when some key was not met.
+pub(crate) const KEYS_PRESENT: &str =
+    "SELECT t.{key} AS [__key] FROM {table} AS t WHERE t.{key} IN ({params})";
 
 /// One ledger write: errors abort and roll back the whole transaction (on any failure the
 /// connection is also dropped, which rolls back whatever is still open).
@@ -136,9 +158,30 @@ fn table_parts(spec: &TableSpec) -> [(&'static str, String); 3] {
     ]
 }
 
-/// [`CHANGES_SINCE`] for a table.
-pub(crate) fn changes_since(spec: &TableSpec) -> String {
-    render(CHANGES_SINCE, &table_parts(spec))
+/// [`CHANGES_SINCE`] for a table, with the commit time when `commit_time` is true.
+pub(crate) fn changes_since(spec: &TableSpec, commit_time: bool) -> String {
+    let (select, join) = if commit_time {
+        (COMMIT_TIME_SELECT, COMMIT_TIME_JOIN)
+    } else {
+        (NO_COMMIT_TIME_SELECT, "")
+    };
+    let mut parts = table_parts(spec).to_vec();
+    parts.push(("commit_select", select.to_owned()));
+    parts.push(("commit_join", join.to_owned()));
+    render(CHANGES_SINCE, &parts)
+}
+
+/// [`KEYS_PRESENT`] for `count` keys (`@P1` to `@P{count}`).
+pub(crate) fn keys_present(spec: &TableSpec, count: usize) -> String {
+    let params: Vec<String> = (1..=count).map(|i| format!("@P{i}")).collect();
+    render(
+        KEYS_PRESENT,
+        &[
+            ("table", spec.table.quoted()),
+            ("key", spec.key.quoted()),
+            ("params", params.join(", ")),
+        ],
+    )
 }
 
 /// [`FIRST_PAGE`] for a table.
@@ -211,16 +254,26 @@ mod tests {
 
     #[test]
     fn change_tracking_statement_joins_the_table_and_names_every_column() {
-        let sql = changes_since(&chantier_spec());
+        let sql = changes_since(&chantier_spec(), false);
         assert_eq!(
             sql,
             "SELECT ct.SYS_CHANGE_VERSION AS [__version], ct.SYS_CHANGE_OPERATION AS \
              [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], ct.[Code] AS [__key], CASE \
-             WHEN t.[Code] IS NULL THEN 0 ELSE 1 END AS [__exists], t.[Code] AS [code], \
+             WHEN t.[Code] IS NULL THEN 0 ELSE 1 END AS [__exists], CAST(NULL AS datetime2) \
+             AS [__committed_at], t.[Code] AS [code], \
              t.[NomClient] AS [customer_name], t.[Etat] AS [state] FROM CHANGETABLE(CHANGES \
              [dbo].[ChantierDef], @P1) AS ct LEFT JOIN [dbo].[ChantierDef] AS t ON t.[Code] = \
              ct.[Code] ORDER BY ct.SYS_CHANGE_VERSION, ct.[Code]"
         );
+        let timed = changes_since(&chantier_spec(), true);
+        assert!(
+            timed.contains(
+                "LEFT JOIN sys.dm_tran_commit_table AS tc ON tc.commit_ts = ct.SYS_CHANGE_VERSION \
+                 ORDER BY"
+            ),
+            "{timed}"
+        );
+        assert!(timed.contains("tc.commit_time) AS [__committed_at]"), "{timed}");
     }
 
     #[test]
@@ -237,6 +290,11 @@ mod tests {
             "{next}"
         );
         assert!(!next.contains('{'), "{next}");
+        assert_eq!(
+            keys_present(&spec, 3),
+            "SELECT t.[Code] AS [__key] FROM [dbo].[ChantierDef] AS t WHERE t.[Code] IN \
+             (@P1, @P2, @P3)"
+        );
     }
 
     #[test]
