@@ -955,7 +955,7 @@ async fn check_names_the_failing_step() {
         failed
             .failure
             .as_deref()
-            .is_some_and(|f| f.contains("4060")),
+            .is_some_and(|f| f.contains("(error 4060)") || f.contains("(error 911)")),
         "{report}"
     );
 

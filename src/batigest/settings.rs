@@ -4,6 +4,7 @@
 //! Defaults follow `shared/DOMAIN.md` §1. An empty column name means "not mapped"
 //! (only allowed for optional columns, see [`BatigestSettings::validate`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
@@ -35,6 +36,29 @@ pub enum CaptureStrategy {
     ChangeTracking,
     /// Always read the whole table and compare row hashes kept in PostgreSQL.
     SnapshotDiff,
+}
+
+/// A constant batisync writes into an extra `SuiviMO` column when it inserts a row
+/// (`[batigest.suivimo_defaults]`), for columns a dossier requires and batisync does
+/// not otherwise fill. Checked against the column's type when the mapping is verified.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DefaultValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for DefaultValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Text(t) => write!(f, "{t:?}"),
+        }
+    }
 }
 
 /// Connection to the Batigest dossier and the column mapping.
@@ -85,6 +109,9 @@ pub struct BatigestSettings {
     pub salarie: SalarieColumns,
     /// Labour-hours ledger (`SuiviMO`).
     pub suivi_mo: SuiviMoColumns,
+    /// Constant values for extra `SuiviMO` columns, written on insert (column name →
+    /// value); `batisync check --describe` lists the columns that need one.
+    pub suivimo_defaults: BTreeMap<String, DefaultValue>,
 }
 
 impl Default for BatigestSettings {
@@ -111,6 +138,7 @@ impl Default for BatigestSettings {
             chantier: ChantierColumns::default(),
             salarie: SalarieColumns::default(),
             suivi_mo: SuiviMoColumns::default(),
+            suivimo_defaults: BTreeMap::new(),
         }
     }
 }
@@ -305,6 +333,22 @@ impl BatigestSettings {
                 ));
             }
         }
+        for column in self.suivimo_defaults.keys() {
+            let key = format!("{section}.suivimo_defaults.{column}");
+            if !super::ident::is_plain_identifier(column) {
+                return Err(SettingsError::invalid(
+                    key,
+                    "n'est pas un nom de colonne simple / is not a plain column name",
+                ));
+            }
+            if written.iter().any(|w| w.eq_ignore_ascii_case(column)) {
+                return Err(SettingsError::invalid(
+                    key,
+                    "colonne déjà écrite par batisync (batigest.suivi_mo) / column already \
+                     written by batisync (batigest.suivi_mo)",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -381,6 +425,17 @@ mod tests {
         assert_eq!(s.password.expose_secret(), "pw");
         assert!(!format!("{s:?}").contains("\"pw\""));
         assert!(toml::from_str::<BatigestSettings>("[chantier]\ncode_column = \"x\"").is_err());
+        let s: BatigestSettings = toml::from_str(
+            "[suivimo_defaults]\nPeriode = \"202611\"\nNbH1 = 0\nTaux = 1.5\nValide = true",
+        )
+        .expect("defaults");
+        assert_eq!(
+            s.suivimo_defaults.get("Periode"),
+            Some(&DefaultValue::Text("202611".into()))
+        );
+        assert_eq!(s.suivimo_defaults.get("NbH1"), Some(&DefaultValue::Int(0)));
+        assert_eq!(s.suivimo_defaults.get("Taux"), Some(&DefaultValue::Float(1.5)));
+        assert_eq!(s.suivimo_defaults.get("Valide"), Some(&DefaultValue::Bool(true)));
     }
 
     #[test]
@@ -406,6 +461,12 @@ mod tests {
         s.trust_ca_path = Some("/nonexistent/ca.pem".into());
         let err = s.validate("batigest").expect_err("missing CA").to_string();
         assert!(err.contains("batigest.trust_ca_path"), "{err}");
+
+        let mut s = valid();
+        s.suivimo_defaults
+            .insert("NbH0".into(), DefaultValue::Int(0));
+        let err = s.validate("batigest").expect_err("written").to_string();
+        assert!(err.contains("batigest.suivimo_defaults.NbH0"), "{err}");
 
         let mut s = valid();
         s.chantier.label = String::new();

@@ -16,12 +16,55 @@ pub(crate) const PING: &str = "SELECT 1";
 pub(crate) const SESSION_INFO: &str = "SELECT DB_NAME() AS database_name, \
      CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version";
 
-/// Columns of the mapped tables (existence, type family, length).
-pub(crate) const TABLE_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, \
-     CAST(CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars \
-     FROM INFORMATION_SCHEMA.COLUMNS \
-     WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME IN (@P2, @P3, @P4) \
-     ORDER BY TABLE_NAME, ORDINAL_POSITION";
+/// Columns of the mapped tables (existence, type family, length, and what an insert
+/// must fill: nullability, default, identity or computed).
+pub(crate) const TABLE_COLUMNS: &str = "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, \
+     CAST(c.CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars, \
+     CASE WHEN c.IS_NULLABLE = 'NO' THEN 0 ELSE 1 END AS nullable, \
+     CASE WHEN c.COLUMN_DEFAULT IS NULL THEN 0 ELSE 1 END AS has_default, \
+     CAST(ISNULL(sc.is_identity, 0) | ISNULL(sc.is_computed, 0) AS int) AS generated \
+     FROM INFORMATION_SCHEMA.COLUMNS AS c \
+     LEFT JOIN sys.columns AS sc \
+       ON sc.object_id = OBJECT_ID(QUOTENAME(c.TABLE_SCHEMA) + '.' + QUOTENAME(c.TABLE_NAME)) \
+      AND sc.name = c.COLUMN_NAME \
+     WHERE c.TABLE_SCHEMA = @P1 AND c.TABLE_NAME IN (@P2, @P3, @P4) \
+     ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION";
+
+/// `check --describe`: every column of one table (`@P1` schema, `@P2` table, `@P3`
+/// `[schema].[table]`) with type, nullability, default, identity and computed.
+pub(crate) const DESCRIBE_COLUMNS: &str = "SELECT c.COLUMN_NAME, c.DATA_TYPE, \
+     CAST(c.CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars, \
+     CAST(c.NUMERIC_PRECISION AS int) AS numeric_precision, \
+     CAST(c.NUMERIC_SCALE AS int) AS numeric_scale, \
+     CASE WHEN c.IS_NULLABLE = 'NO' THEN 0 ELSE 1 END AS nullable, \
+     CAST(c.COLUMN_DEFAULT AS nvarchar(4000)) AS column_default, \
+     CAST(ISNULL(sc.is_identity, 0) AS int) AS is_identity, \
+     CAST(ISNULL(sc.is_computed, 0) AS int) AS is_computed \
+     FROM INFORMATION_SCHEMA.COLUMNS AS c \
+     LEFT JOIN sys.columns AS sc ON sc.object_id = OBJECT_ID(@P3) AND sc.name = c.COLUMN_NAME \
+     WHERE c.TABLE_SCHEMA = @P1 AND c.TABLE_NAME = @P2 \
+     ORDER BY c.ORDINAL_POSITION";
+
+/// `check --describe`: primary key and unique constraints (`@P1` schema, `@P2` table).
+pub(crate) const DESCRIBE_KEYS: &str = "SELECT tc.CONSTRAINT_NAME, tc.CONSTRAINT_TYPE, \
+     k.COLUMN_NAME \
+     FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS AS tc \
+     JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE AS k \
+       ON k.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = tc.CONSTRAINT_NAME \
+     WHERE tc.TABLE_SCHEMA = @P1 AND tc.TABLE_NAME = @P2 \
+       AND tc.CONSTRAINT_TYPE IN ('PRIMARY KEY', 'UNIQUE') \
+     ORDER BY tc.CONSTRAINT_TYPE, tc.CONSTRAINT_NAME, k.ORDINAL_POSITION";
+
+/// `check --describe`: triggers of one table (`@P1` = `[schema].[table]`) and their
+/// events.
+pub(crate) const DESCRIBE_TRIGGERS: &str = "SELECT t.name, \
+     CAST(t.is_disabled AS int) AS is_disabled, \
+     CAST(t.is_instead_of_trigger AS int) AS is_instead_of, \
+     CAST(e.type_desc AS nvarchar(60)) AS event \
+     FROM sys.triggers AS t \
+     LEFT JOIN sys.trigger_events AS e ON e.object_id = t.object_id \
+     WHERE t.parent_id = OBJECT_ID(@P1) \
+     ORDER BY t.name, e.type_desc";
 
 /// Change Tracking state of one table (`@P1` = `[schema].[table]`). The minimum valid
 /// version is NULL when tracking is off for the table or not visible to us.
@@ -119,9 +162,10 @@ pub(crate) const LEDGER_UPDATE: &str = "UPDATE {table} WITH (UPDLOCK, HOLDLOCK) 
      {hours} = @P8, {journey} = @P9, {meal} = @P10 \
      WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
-/// Inserts a row when the update touched none.
-pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
-     VALUES (@P2, @P3, @P4, @P5, @P6, @P7)";
+/// Inserts a row when the update touched none; `{extra_columns}` / `{extra_values}` are
+/// the `[batigest.suivimo_defaults]` columns and their parameters `@P8...`.
+pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}{extra_columns}) \
+     VALUES (@P2, @P3, @P4, @P5, @P6, @P7{extra_values})";
 
 /// Removes the row of a slot that is no longer eligible.
 pub(crate) const LEDGER_DELETE: &str =
@@ -213,7 +257,17 @@ pub(crate) fn employee_set_batisimply_id(spec: &TableSpec) -> Option<String> {
 
 fn ledger_parts(spec: &LedgerSpec) -> Vec<(&'static str, String)> {
     let q = Ident::quoted;
+    let extra_columns: String = spec
+        .extra
+        .iter()
+        .map(|(column, _)| format!(", {}", column.quoted()))
+        .collect();
+    let extra_values: String = (0..spec.extra.len())
+        .map(|i| format!(", @P{}", i + 8))
+        .collect();
     vec![
+        ("extra_columns", extra_columns),
+        ("extra_values", extra_values),
         ("table", spec.table.quoted()),
         ("chantier", q(&spec.chantier)),
         ("employee", q(&spec.employee)),
@@ -325,6 +379,24 @@ mod tests {
         assert!(
             s.insert
                 .contains("([CodeChantier], [CodeSalarie], [Date], [NbH0], [NbH3], [NbH4])")
+        );
+        let mut with_defaults = ledger_spec();
+        with_defaults.extra = vec![
+            (
+                crate::batigest::spec::tests::ident("Periode"),
+                crate::batigest::settings::DefaultValue::Text("202611".into()),
+            ),
+            (
+                crate::batigest::spec::tests::ident("NbH1"),
+                crate::batigest::settings::DefaultValue::Int(0),
+            ),
+        ];
+        let insert = LedgerStatements::new(&with_defaults, false).insert;
+        assert!(
+            insert.ends_with(
+                "[NbH4], [Periode], [NbH1]) VALUES (@P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9)"
+            ),
+            "{insert}"
         );
         let plain = LedgerStatements::new(&ledger_spec(), false);
         assert!(
