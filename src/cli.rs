@@ -111,6 +111,9 @@ pub enum BenchCommand {
     Chantiers(crate::flows::chantiers::bench::ChantiersBenchArgs),
     /// Flow heures: catch-up rate, idle poll cost, validation → ledger latency.
     Heures(crate::flows::heures::bench::HeuresBenchArgs),
+    /// The SQL Server half against a real TDS server: snapshot-diff capture and SuiviMO
+    /// writes, each against a baseline (bare SELECT, bare INSERT).
+    Batigest(crate::batigest::bench::BatigestBenchArgs),
 }
 
 /// `batisync migrate`.

@@ -36,6 +36,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Chantiers(args)) => {
             batisync::flows::chantiers::bench::run(&settings, &args).await
         }
+        Command::Bench(BenchCommand::Batigest(args)) => {
+            batisync::batigest::bench::run(&settings, &args).await
+        }
         Command::Bench(BenchCommand::Heures(args)) => {
             batisync::flows::heures::bench::run(&settings, &args).await
         }

@@ -18,6 +18,7 @@
 //! - [`check`]: the SQL Server step of `batisync check`; [`describe`]: `check --describe`,
 //!   the mapped tables as the server has them.
 
+pub mod bench;
 pub mod capture;
 pub mod check;
 pub mod describe;
