@@ -1259,3 +1259,158 @@ async fn auto_switches_to_change_tracking_once_enabled_and_events_carry_commit_t
     pg.drop().await;
     server.drop().await;
 }
+
+/// A `SuiviMO` richer than the one batisync writes: an extra NOT NULL column without a
+/// default and a trigger. `check --describe` names every column and the blocking one;
+/// the mapping refuses to write until `[batigest.suivimo_defaults]` fills it; then rows
+/// are written with that value, and the trigger's own writes do not confuse the writer.
+#[tokio::test]
+async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_a_default_is_set()
+{
+    use batisync::batigest::describe::{Unfilled, describe};
+    use batisync::batigest::settings::DefaultValue;
+
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url).await;
+    server
+        .exec(
+            "ALTER TABLE dbo.SuiviMO ADD Periode varchar(6) NOT NULL, Commentaire varchar(60) NULL; \
+             CREATE TABLE dbo.SuiviMOJournal (Id int IDENTITY(1, 1) NOT NULL PRIMARY KEY, \
+               CodeChantier varchar(8) NOT NULL, Quand datetime NOT NULL DEFAULT GETDATE());",
+        )
+        .await;
+    server
+        .exec(
+            "CREATE TRIGGER dbo.trg_SuiviMO_Journal ON dbo.SuiviMO AFTER INSERT, UPDATE AS \
+             BEGIN INSERT INTO dbo.SuiviMOJournal (CodeChantier) SELECT CodeChantier FROM inserted; END",
+        )
+        .await;
+
+    let described = describe(&server.settings).await.expect("describe");
+    let text = described.to_string();
+    let ledger = described
+        .tables
+        .iter()
+        .find(|t| t.name == "dbo.SuiviMO")
+        .expect("SuiviMO described");
+    let names: Vec<&str> = ledger.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Id",
+            "CodeChantier",
+            "CodeSalarie",
+            "Date",
+            "NbH0",
+            "NbH1",
+            "NbH2",
+            "NbH3",
+            "NbH4",
+            "Periode",
+            "Commentaire"
+        ],
+        "{text}"
+    );
+    let column = |name: &str| {
+        ledger
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .expect("column")
+    };
+    assert!(column("Id").identity && !column("Id").nullable, "{text}");
+    assert_eq!(column("CodeChantier").sql_type, "varchar(8)", "{text}");
+    assert_eq!(column("NbH0").sql_type, "decimal(9,4)", "{text}");
+    assert!(column("NbH1").default.is_some(), "{text}");
+    assert_eq!(column("Periode").sql_type, "varchar(6)", "{text}");
+    assert!(!column("Periode").nullable && column("Periode").default.is_none());
+    assert_eq!(column("NbH0").mapped_as.as_deref(), Some("suivi_mo.hours"));
+    assert!(
+        ledger
+            .keys
+            .as_ref()
+            .is_ok_and(|k| k.iter().any(|k| k.starts_with("PRIMARY KEY") && k.ends_with("(Id)"))),
+        "{text}"
+    );
+    match &ledger.triggers {
+        Ok(triggers) => assert!(
+            triggers.iter().any(|t| t.starts_with("trg_SuiviMO_Journal (AFTER")),
+            "{text}"
+        ),
+        Err(why) => println!("note: this server does not list triggers: {why}"),
+    }
+    let chantier = described
+        .tables
+        .iter()
+        .find(|t| t.name == "dbo.ChantierDef")
+        .expect("ChantierDef described");
+    assert_eq!(chantier.columns.len(), 10, "{text}");
+    assert!(!chantier.change_tracking.is_empty());
+    assert_eq!(described.blocking(), ["Periode"], "{text}");
+    assert!(described.ledger_unfilled.contains(&("Commentaire".into(), Unfilled::Null)));
+    assert!(text.contains("BLOCKING"), "{text}");
+
+    // The mapping refuses to write while Periode is unfilled...
+    let pool = Pool::new(server.settings.clone());
+    let refused = load_mapping(&pool).await.expect_err("blocking column");
+    assert!(refused.to_string().contains("SuiviMO.Periode"), "{refused}");
+    drop(pool);
+
+    // ...and writes with the configured value once it is set.
+    let mut settings = server.settings.clone();
+    settings
+        .suivimo_defaults
+        .insert("Periode".into(), DefaultValue::Text("202611".into()));
+    let described = describe(&settings).await.expect("describe");
+    assert!(described.blocking().is_empty(), "{described}");
+    let pool = Arc::new(Pool::new(settings));
+    let mapping = load_mapping(&pool).await.expect("mapping with the default");
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let first = slot_row("00000001", 8, 90, false);
+    let report = ledger.apply(&write(None, &first)).await.expect("insert");
+    assert_eq!(report.decision, Decision::Insert);
+    let moved = slot_row("00000002", 9, 30, true);
+    assert_eq!(
+        ledger.apply(&write(Some(&first), &moved)).await.expect("move").decision,
+        Decision::Move
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT COUNT(*) FROM dbo.SuiviMO WHERE Periode = '202611' AND CodeChantier = '00000002'")
+            .await,
+        1
+    );
+    assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMOJournal").await, 2, "the trigger ran");
+    drop((ledger, pool));
+    server.drop().await;
+}
+
+/// TDS 8 strict encryption either works, or `check` fails at the TLS step with a message
+/// that says what to set instead: never a confusing protocol error.
+#[tokio::test]
+async fn strict_encryption_works_or_check_explains_how_to_connect_instead() {
+    let Some(url) = mssql_url() else { return };
+    let settings = BatigestSettings {
+        encryption: Encryption::Strict,
+        trust_server_certificate: true,
+        connect_timeout_ms: 5_000,
+        ..settings_from_ado(&url, "master")
+    };
+    let report = check_sqlserver(&settings).await;
+    if report.is_ok() {
+        return;
+    }
+    let failed = report.steps.last().expect("steps");
+    assert!(
+        matches!(failed.name.as_str(), "tls" | "connection"),
+        "{report}"
+    );
+    let failure = failed.failure.as_deref().unwrap_or_default();
+    assert!(
+        failure.contains("encryption = \"required\""),
+        "{report}"
+    );
+    println!("note: TDS 8 strict refused by this server: {failure}");
+}

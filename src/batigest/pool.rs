@@ -96,7 +96,22 @@ pub async fn connect(s: &BatigestSettings) -> Result<Client, BatigestError> {
         tcp.set_nodelay(true).map_err(|e| classify(e.into()))?;
         tiberius::Client::connect(config, tcp.compat_write())
             .await
-            .map_err(classify)
+            .map_err(|e| match e {
+                // TCP is up but the TLS-first handshake of TDS 8 failed: a server that
+                // does not speak strict encryption (before SQL Server 2022, or not
+                // configured for it) just closes or answers a prelogin.
+                tiberius::error::Error::Io { .. }
+                | tiberius::error::Error::Tls(_)
+                | tiberius::error::Error::Protocol(_)
+                    if s.encryption == Encryption::Strict =>
+                {
+                    BatigestError::Tls {
+                        server: server_label(s),
+                        detail: format!("TDS 8 strict: {e}"),
+                    }
+                }
+                other => classify(other),
+            })
     };
     tokio::time::timeout(Duration::from_millis(s.connect_timeout_ms), attempt)
         .await
