@@ -133,8 +133,11 @@ async fn server_name(client: &mut Client) -> String {
         .into_row()
         .await
         .expect("row");
-    row.and_then(|r| r.get::<&str, _>(0).map(|v| v.lines().next().unwrap_or(v).trim().to_owned()))
-        .unwrap_or_else(|| "this server".into())
+    row.and_then(|r| {
+        r.get::<&str, _>(0)
+            .map(|v| v.lines().next().unwrap_or(v).trim().to_owned())
+    })
+    .unwrap_or_else(|| "this server".into())
 }
 
 impl TestServer {
@@ -163,10 +166,12 @@ impl TestServer {
         let mut client = server.client().await;
         let refused = match try_batch(&mut client, ENABLE_CT_SQL).await {
             Err(e) => Some(e.to_string()),
-            Ok(()) => match try_batch(&mut client, "SELECT CHANGE_TRACKING_CURRENT_VERSION()").await {
-                Err(e) => Some(e.to_string()),
-                Ok(()) => None,
-            },
+            Ok(()) => {
+                match try_batch(&mut client, "SELECT CHANGE_TRACKING_CURRENT_VERSION()").await {
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) => None,
+                }
+            }
         };
         let Some(reason) = refused else {
             return Some(server);
@@ -174,8 +179,12 @@ impl TestServer {
         let name = server_name(&mut server.client().await).await;
         drop(client);
         server.drop().await;
-        let required = std::env::var("BATISYNC_TEST_REQUIRE_CHANGE_TRACKING").is_ok_and(|v| v == "1");
-        assert!(!required, "Change Tracking required but refused by {name}: {reason}");
+        let required =
+            std::env::var("BATISYNC_TEST_REQUIRE_CHANGE_TRACKING").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "Change Tracking required but refused by {name}: {reason}"
+        );
         println!("skipped: Change Tracking not supported by {name}: {reason}");
         None
     }
@@ -241,7 +250,11 @@ impl TestServer {
 
     /// `host:port` of the server, for a proxy (named instances: give the port in the URL).
     fn address(&self) -> String {
-        format!("{}:{}", self.settings.host, self.settings.port.unwrap_or(1433))
+        format!(
+            "{}:{}",
+            self.settings.host,
+            self.settings.port.unwrap_or(1433)
+        )
     }
 }
 
@@ -380,7 +393,9 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
     let step = report
         .steps
         .iter()
-        .find(|s| s.name == "change_tracking [dbo].[ChantierDef]" || s.name.starts_with("change_tracking"))
+        .find(|s| {
+            s.name == "change_tracking [dbo].[ChantierDef]" || s.name.starts_with("change_tracking")
+        })
         .expect("change tracking step");
     assert!(step.detail.contains("snapshot diff ("), "{report}");
 
@@ -418,9 +433,15 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
         snapshot_interval_ms: 60_000,
         ..server.settings.clone()
     });
-    let early = capture(&patient, spec, CaptureStrategy::Auto, Some(&cursor), &mut conn)
-        .await
-        .expect("not due");
+    let early = capture(
+        &patient,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&cursor),
+        &mut conn,
+    )
+    .await
+    .expect("not due");
     assert!(early.changes.is_empty() && early.snapshot_delta.is_none());
     assert_eq!(early.next_cursor, cursor);
     drop(patient);
@@ -433,7 +454,10 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
     let second = capture(&pool, spec, CaptureStrategy::Auto, Some(&cursor), &mut conn)
         .await
         .expect("second");
-    assert!(!second.full_snapshot, "a diff against the previous snapshot");
+    assert!(
+        !second.full_snapshot,
+        "a diff against the previous snapshot"
+    );
     assert_eq!(
         summary(&second.changes),
         vec![
@@ -450,7 +474,14 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
     assert!(third.changes.is_empty());
 
     // Forcing Change Tracking where it is unusable is an error naming the reason.
-    let forced = capture(&pool, spec, CaptureStrategy::ChangeTracking, None, &mut conn).await;
+    let forced = capture(
+        &pool,
+        spec,
+        CaptureStrategy::ChangeTracking,
+        None,
+        &mut conn,
+    )
+    .await;
     assert!(
         matches!(forced, Err(BatigestError::ChangeTrackingUnavailable { .. })),
         "{forced:?}"
@@ -741,7 +772,10 @@ async fn a_stalled_server_times_out_and_a_later_attempt_succeeds() {
         .expect("task")
         .expect("a later attempt succeeded");
     assert_eq!(rows.len(), 5);
-    assert!(started.elapsed() >= Duration::from_secs(1), "the stall was waited out");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the stall was waited out"
+    );
     drop((pool, proxy));
     server.drop().await;
 }
@@ -913,9 +947,15 @@ async fn the_employee_map_is_loaded_from_salarie_and_kept_fresh() {
     let pg = TestDb::new().await;
     let mut conn = pg.pool.acquire().await.expect("pg");
     let source = mapping.salarie.source.clone();
-    let start = capture(&pool, &mapping.salarie, CaptureStrategy::Auto, None, &mut conn)
-        .await
-        .expect("snapshot");
+    let start = capture(
+        &pool,
+        &mapping.salarie,
+        CaptureStrategy::Auto,
+        None,
+        &mut conn,
+    )
+    .await
+    .expect("snapshot");
     let mut tx = pg.pool.begin().await.expect("begin");
     store_capture(&mut tx, "employees", &source, None, &start)
         .await
@@ -997,9 +1037,15 @@ async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
         .expect("mapping visible to the login");
     let pg = TestDb::new().await;
     let mut conn = pg.pool.acquire().await.expect("pg");
-    capture(&pool, &mapping.chantier, CaptureStrategy::Auto, None, &mut conn)
-        .await
-        .expect("capture");
+    capture(
+        &pool,
+        &mapping.chantier,
+        CaptureStrategy::Auto,
+        None,
+        &mut conn,
+    )
+    .await
+    .expect("capture");
     drop(conn);
     pg.drop().await;
     let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
@@ -1229,20 +1275,38 @@ async fn auto_switches_to_change_tracking_once_enabled_and_events_carry_commit_t
     server
         .exec("ALTER TABLE dbo.ChantierDef ENABLE CHANGE_TRACKING")
         .await;
-    let on = capture(&pool, spec, CaptureStrategy::Auto, Some(&off.next_cursor), &mut conn)
-        .await
-        .expect("change tracking");
+    let on = capture(
+        &pool,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&off.next_cursor),
+        &mut conn,
+    )
+    .await
+    .expect("change tracking");
     assert_eq!(on.strategy, Strategy::ChangeTracking);
-    assert!(on.full_snapshot, "a strategy change starts from a full read");
+    assert!(
+        on.full_snapshot,
+        "a strategy change starts from a full read"
+    );
 
     let before = chrono::Utc::now() - chrono::Duration::minutes(1);
     server
         .exec("UPDATE dbo.ChantierDef SET Etat = 'T' WHERE Code = '00000003'")
         .await;
-    let next = capture(&pool, spec, CaptureStrategy::Auto, Some(&on.next_cursor), &mut conn)
-        .await
-        .expect("incremental");
-    assert_eq!(summary(&next.changes), vec![("00000003".to_owned(), Operation::Upsert)]);
+    let next = capture(
+        &pool,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&on.next_cursor),
+        &mut conn,
+    )
+    .await
+    .expect("incremental");
+    assert_eq!(
+        summary(&next.changes),
+        vec![("00000003".to_owned(), Operation::Upsert)]
+    );
     let visible = batisync::batigest::read::commit_time_visible(&pool)
         .await
         .expect("probe");
@@ -1265,8 +1329,7 @@ async fn auto_switches_to_change_tracking_once_enabled_and_events_carry_commit_t
 /// the mapping refuses to write until `[batigest.suivimo_defaults]` fills it; then rows
 /// are written with that value, and the trigger's own writes do not confuse the writer.
 #[tokio::test]
-async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_a_default_is_set()
-{
+async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_a_default_is_set() {
     use batisync::batigest::describe::{Unfilled, describe};
     use batisync::batigest::settings::DefaultValue;
 
@@ -1326,15 +1389,16 @@ async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_
     assert!(!column("Periode").nullable && column("Periode").default.is_none());
     assert_eq!(column("NbH0").mapped_as.as_deref(), Some("suivi_mo.hours"));
     assert!(
-        ledger
-            .keys
-            .as_ref()
-            .is_ok_and(|k| k.iter().any(|k| k.starts_with("PRIMARY KEY") && k.ends_with("(Id)"))),
+        ledger.keys.as_ref().is_ok_and(|k| k
+            .iter()
+            .any(|k| k.starts_with("PRIMARY KEY") && k.ends_with("(Id)"))),
         "{text}"
     );
     match &ledger.triggers {
         Ok(triggers) => assert!(
-            triggers.iter().any(|t| t.starts_with("trg_SuiviMO_Journal (AFTER")),
+            triggers
+                .iter()
+                .any(|t| t.starts_with("trg_SuiviMO_Journal (AFTER")),
             "{text}"
         ),
         Err(why) => println!("note: this server does not list triggers: {why}"),
@@ -1347,7 +1411,11 @@ async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_
     assert_eq!(chantier.columns.len(), 10, "{text}");
     assert!(!chantier.change_tracking.is_empty());
     assert_eq!(described.blocking(), ["Periode"], "{text}");
-    assert!(described.ledger_unfilled.contains(&("Commentaire".into(), Unfilled::Null)));
+    assert!(
+        described
+            .ledger_unfilled
+            .contains(&("Commentaire".into(), Unfilled::Null))
+    );
     assert!(text.contains("BLOCKING"), "{text}");
 
     // The mapping refuses to write while Periode is unfilled...
@@ -1373,7 +1441,11 @@ async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_
     assert_eq!(report.decision, Decision::Insert);
     let moved = slot_row("00000002", 9, 30, true);
     assert_eq!(
-        ledger.apply(&write(Some(&first), &moved)).await.expect("move").decision,
+        ledger
+            .apply(&write(Some(&first), &moved))
+            .await
+            .expect("move")
+            .decision,
         Decision::Move
     );
     assert_eq!(
@@ -1382,7 +1454,13 @@ async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_
             .await,
         1
     );
-    assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMOJournal").await, 2, "the trigger ran");
+    assert_eq!(
+        server
+            .scalar("SELECT COUNT(*) FROM dbo.SuiviMOJournal")
+            .await,
+        2,
+        "the trigger ran"
+    );
     drop((ledger, pool));
     server.drop().await;
 }
@@ -1408,9 +1486,6 @@ async fn strict_encryption_works_or_check_explains_how_to_connect_instead() {
         "{report}"
     );
     let failure = failed.failure.as_deref().unwrap_or_default();
-    assert!(
-        failure.contains("encryption = \"required\""),
-        "{report}"
-    );
+    assert!(failure.contains("encryption = \"required\""), "{report}");
     println!("note: TDS 8 strict refused by this server: {failure}");
 }

@@ -4,7 +4,8 @@
 --
 -- Rights granted, and nothing else:
 --   * SELECT on ChantierDef and Salarie (read-only sources);
---   * VIEW CHANGE TRACKING on ChantierDef, Salarie and SuiviMO (change capture);
+--   * VIEW CHANGE TRACKING on ChantierDef, Salarie and SuiviMO (change capture), only
+--     where the server has Change Tracking;
 --   * SELECT, INSERT, UPDATE, DELETE on SuiviMO (the hours ledger). SELECT is needed
 --     because batisync reads the row of a slot (with a lock) before rewriting it, and
 --     because UPDATE/DELETE with a WHERE clause require it.
@@ -41,10 +42,28 @@ DECLARE @salarie  nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'Salari
 DECLARE @ledger   nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'SuiviMO');
 DECLARE @who      nvarchar(300) = QUOTENAME(@login);
 
-SET @sql = N'GRANT SELECT, VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @who + N';'
-    + N' GRANT SELECT, VIEW CHANGE TRACKING ON ' + @salarie + N' TO ' + @who + N';'
-    + N' GRANT SELECT, INSERT, UPDATE, DELETE, VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
+SET @sql = N'GRANT SELECT ON ' + @chantier + N' TO ' + @who + N';'
+    + N' GRANT SELECT ON ' + @salarie + N' TO ' + @who + N';'
+    + N' GRANT SELECT, INSERT, UPDATE, DELETE ON ' + @ledger + N' TO ' + @who + N';';
 EXEC sys.sp_executesql @sql;
+
+-- VIEW CHANGE TRACKING only where the server has Change Tracking (its catalog view
+-- exists); elsewhere batisync reads by snapshot diff and needs nothing more.
+IF OBJECT_ID(N'sys.change_tracking_tables') IS NOT NULL
+BEGIN
+    SET @sql = N'GRANT VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @who + N';'
+        + N' GRANT VIEW CHANGE TRACKING ON ' + @salarie + N' TO ' + @who + N';'
+        + N' GRANT VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
+    EXEC sys.sp_executesql @sql;
+END
+ELSE
+    PRINT N'Change Tracking absent de ce serveur : VIEW CHANGE TRACKING non accordé / Change Tracking not on this server: VIEW CHANGE TRACKING not granted';
+
+-- OPTIONAL, for "latest modification wins" with Change Tracking: the commit time of each
+-- change (sys.dm_tran_commit_table) needs VIEW SERVER STATE (SQL Server 2019 and
+-- earlier) or VIEW SERVER PERFORMANCE STATE (2022). Without it events carry no commit
+-- time. Server-level: run in master as a sysadmin.
+-- GRANT VIEW SERVER STATE TO [batisync];
 
 -- OPTIONAL, only for sites that set admin.allow_codebs_write = true (the console's
 -- Salariés page then writes an employee's BatiSimply id). Uncomment, and use the mapped

@@ -132,7 +132,9 @@ async fn drop_database(master: &BatigestSettings, name: &str) {
     }
     for _ in 0..50 {
         if let Ok(mut admin) = connect(master).await
-            && batch(&mut admin, &format!("DROP DATABASE [{name}]")).await.is_ok()
+            && batch(&mut admin, &format!("DROP DATABASE [{name}]"))
+                .await
+                .is_ok()
         {
             return;
         }
@@ -141,7 +143,11 @@ async fn drop_database(master: &BatigestSettings, name: &str) {
     eprintln!("could not drop the bench database {name}: drop it by hand");
 }
 
-async fn run_all(s: &BatigestSettings, pg: &PgPool, args: &BatigestBenchArgs) -> anyhow::Result<()> {
+async fn run_all(
+    s: &BatigestSettings,
+    pg: &PgPool,
+    args: &BatigestBenchArgs,
+) -> anyhow::Result<()> {
     let pool = Pool::new(s.clone());
     {
         let mut conn = pool.get().await?;
@@ -175,7 +181,14 @@ async fn fill_chantiers(pool: &Pool, from: usize, to: usize) -> anyhow::Result<(
         let values: Vec<String> = (0..count)
             .map(|i| {
                 let p = i * 5;
-                format!("(@P{}, @P{}, @P{}, 'E', @P{}, @P{})", p + 1, p + 2, p + 3, p + 4, p + 5)
+                format!(
+                    "(@P{}, @P{}, @P{}, 'E', @P{}, @P{})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                )
             })
             .collect();
         let sql = format!(
@@ -195,13 +208,7 @@ async fn fill_chantiers(pool: &Pool, from: usize, to: usize) -> anyhow::Result<(
         }
         let mut params: Vec<&dyn tiberius::ToSql> = Vec::with_capacity(count * 5);
         for (code, name, label, begin, end) in &cells {
-            params.extend([
-                code as &dyn tiberius::ToSql,
-                name,
-                label,
-                begin,
-                end,
-            ]);
+            params.extend([code as &dyn tiberius::ToSql, name, label, begin, end]);
         }
         pool.execute(conn.client(), &sql, &params).await?;
         n += count;
@@ -281,7 +288,10 @@ async fn snapshot_figures(
     let first = capture_snapshot_diff(pool, spec, None, &mut conn).await?;
     let full = started.elapsed();
     let full_memory = mib(before, peak_memory_kib(false));
-    anyhow::ensure!(first.changes.len() == rows, "first capture: every row is new");
+    anyhow::ensure!(
+        first.changes.len() == rows,
+        "first capture: every row is new"
+    );
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     if let Some(delta) = &first.snapshot_delta {
         snapshot_store::record_hashes(&mut tx, &spec.source, delta).await?;
@@ -346,7 +356,10 @@ async fn bare_inserts(pool: &Pool, rows: &[LedgerRow]) -> anyhow::Result<Duratio
     let mut conn = pool.get().await?;
     let started = Instant::now();
     for row in rows {
-        let hours = tiberius::numeric::Numeric::new_with_scale(i128::from(row.values.hours.0), Hours::SCALE);
+        let hours = tiberius::numeric::Numeric::new_with_scale(
+            i128::from(row.values.hours.0),
+            Hours::SCALE,
+        );
         let (journey, meal) = (i32::from(row.values.journey), i32::from(row.values.meal));
         let params: [&dyn tiberius::ToSql; 6] = [
             &row.key.chantier,

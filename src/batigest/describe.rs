@@ -120,8 +120,18 @@ fn mapped_names(s: &BatigestSettings, table: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn sql_type(data_type: &str, chars: Option<i32>, precision: Option<i32>, scale: Option<i32>) -> String {
-    match (data_type.to_ascii_lowercase().as_str(), chars, precision, scale) {
+fn sql_type(
+    data_type: &str,
+    chars: Option<i32>,
+    precision: Option<i32>,
+    scale: Option<i32>,
+) -> String {
+    match (
+        data_type.to_ascii_lowercase().as_str(),
+        chars,
+        precision,
+        scale,
+    ) {
         (_, Some(-1), _, _) => format!("{data_type}(max)"),
         (_, Some(n), _, _) => format!("{data_type}({n})"),
         ("decimal" | "numeric", _, Some(p), Some(s)) => format!("{data_type}({p},{s})"),
@@ -339,7 +349,13 @@ impl fmt::Display for Description {
                     .mapped_as
                     .as_ref()
                     .map_or_else(String::new, |m| format!("  ← batigest.{m}"));
-                writeln!(f, "  {:<20} {:<16} {}{mapped}", c.name, c.sql_type, traits.join(", "))?;
+                writeln!(
+                    f,
+                    "  {:<20} {:<16} {}{mapped}",
+                    c.name,
+                    c.sql_type,
+                    traits.join(", ")
+                )?;
             }
             match &table.keys {
                 Ok(keys) if keys.is_empty() => writeln!(f, "  clés / keys: aucune / none")?,
@@ -362,12 +378,16 @@ impl fmt::Display for Description {
                 Unfilled::SetByDefaultsSetting(v) => {
                     format!("{v} (batigest.suivimo_defaults)")
                 }
-                Unfilled::ServerFilled(by) => format!("rempli par le serveur / filled by the server ({by})"),
+                Unfilled::ServerFilled(by) => {
+                    format!("rempli par le serveur / filled by the server ({by})")
+                }
                 Unfilled::Null => "NULL".into(),
-                Unfilled::Blocking => "BLOQUANT : NOT NULL sans défaut, chaque insertion échouerait ; \
+                Unfilled::Blocking => {
+                    "BLOQUANT : NOT NULL sans défaut, chaque insertion échouerait ; \
                      renseigner [batigest.suivimo_defaults] / BLOCKING: NOT NULL without a \
                      default, every insert would fail; set [batigest.suivimo_defaults]"
-                    .into(),
+                        .into()
+                }
             };
             writeln!(f, "  {column:<20} {text}")?;
         }
@@ -394,8 +414,14 @@ mod tests {
     #[test]
     fn unfilled_columns_are_blocking_only_when_nothing_fills_them() {
         let mut s = BatigestSettings::default();
-        assert_eq!(unfilled(&column("Periode", "varchar(6)", false), &s), Unfilled::Blocking);
-        assert_eq!(unfilled(&column("Note", "varchar(60)", true), &s), Unfilled::Null);
+        assert_eq!(
+            unfilled(&column("Periode", "varchar(6)", false), &s),
+            Unfilled::Blocking
+        );
+        assert_eq!(
+            unfilled(&column("Note", "varchar(60)", true), &s),
+            Unfilled::Null
+        );
         let id = ColumnDescription {
             identity: true,
             ..column("Id", "int", false)

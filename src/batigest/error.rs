@@ -222,7 +222,10 @@ mod tests {
         assert!(db.to_string().contains("BTG_DOS_DEMO"));
         let missing = BatigestError::from_server_code(911, "database does not exist", &c);
         assert!(
-            matches!(missing, BatigestError::DatabaseUnavailable { code: 911, .. }),
+            matches!(
+                missing,
+                BatigestError::DatabaseUnavailable { code: 911, .. }
+            ),
             "{missing}"
         );
         assert!(missing.to_string().contains("(error 911)"));

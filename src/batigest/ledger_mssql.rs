@@ -17,8 +17,8 @@ use super::ledger::{
     SlotRemoval, SlotWrite, WriteReport, invalid, plan_removal, plan_write,
 };
 use super::pool::{Client, Pool};
-use super::settings::DefaultValue;
 use super::read::read_ct_state;
+use super::settings::DefaultValue;
 use super::spec::LedgerSpec;
 use super::tsql::{self, LedgerStatements};
 use super::value::Cell;

@@ -431,7 +431,10 @@ pub async fn capture_snapshot_diff(
         .await;
         match result {
             Ok(()) => break,
-            Err(e) if pool.should_retry("snapshot diff read", &mut attempt, &e).await => {}
+            Err(e)
+                if pool
+                    .should_retry("snapshot diff read", &mut attempt, &e)
+                    .await => {}
             Err(e) => return Err(e),
         }
     }
@@ -451,9 +454,9 @@ pub async fn capture_snapshot_diff(
 #[must_use]
 pub fn snapshot_not_due(cursor: Option<&Cursor>, interval: Duration, now: DateTime<Utc>) -> bool {
     match cursor {
-        Some(Cursor::SnapshotDiff { at }) => (now - *at)
-            .to_std()
-            .is_ok_and(|elapsed| elapsed < interval),
+        Some(Cursor::SnapshotDiff { at }) => {
+            (now - *at).to_std().is_ok_and(|elapsed| elapsed < interval)
+        }
         _ => false,
     }
 }

@@ -430,9 +430,11 @@ fn resolve_defaults(
 /// Whether `value` can be written into `column` (French / English reason if not).
 fn default_fits(column: &ServerColumn, value: &DefaultValue) -> Result<(), String> {
     if column.generated {
-        return Err("colonne remplie par le serveur (IDENTITY ou calculée) / column filled \
+        return Err(
+            "colonne remplie par le serveur (IDENTITY ou calculée) / column filled \
                     by the server (IDENTITY or computed)"
-            .into());
+                .into(),
+        );
     }
     let family = Family::of(&column.data_type);
     let fits = match (family, value) {
@@ -481,7 +483,12 @@ fn report_unfilled(r: &mut Resolver<'_>, table: &QualifiedTable, written: &[&str
              NOT NULL without a default and not written by batisync: every insert would \
              fail; give a value in [batigest.suivimo_defaults] ({column} = …)"
         );
-        r.problem(format!("{table}.{column}"), "suivimo_defaults", message, true);
+        r.problem(
+            format!("{table}.{column}"),
+            "suivimo_defaults",
+            message,
+            true,
+        );
     }
 }
 

@@ -434,8 +434,14 @@ mod tests {
             Some(&DefaultValue::Text("202611".into()))
         );
         assert_eq!(s.suivimo_defaults.get("NbH1"), Some(&DefaultValue::Int(0)));
-        assert_eq!(s.suivimo_defaults.get("Taux"), Some(&DefaultValue::Float(1.5)));
-        assert_eq!(s.suivimo_defaults.get("Valide"), Some(&DefaultValue::Bool(true)));
+        assert_eq!(
+            s.suivimo_defaults.get("Taux"),
+            Some(&DefaultValue::Float(1.5))
+        );
+        assert_eq!(
+            s.suivimo_defaults.get("Valide"),
+            Some(&DefaultValue::Bool(true))
+        );
     }
 
     #[test]

@@ -327,7 +327,10 @@ mod tests {
             ),
             "{timed}"
         );
-        assert!(timed.contains("tc.commit_time) AS [__committed_at]"), "{timed}");
+        assert!(
+            timed.contains("tc.commit_time) AS [__committed_at]"),
+            "{timed}"
+        );
     }
 
     #[test]

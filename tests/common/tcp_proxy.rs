@@ -112,8 +112,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
             let _ = server.set_nodelay(true);
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pump(client_read, server_write, shared.mode.subscribe(), token.clone());
-            let down = pump(server_read, client_write, shared.mode.subscribe(), token.clone());
+            let up = pump(
+                client_read,
+                server_write,
+                shared.mode.subscribe(),
+                token.clone(),
+            );
+            let down = pump(
+                server_read,
+                client_write,
+                shared.mode.subscribe(),
+                token.clone(),
+            );
             // Either direction ending closes both: the halves are dropped together.
             tokio::select! {
                 () = up => {}

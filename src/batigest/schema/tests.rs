@@ -178,7 +178,10 @@ fn a_not_null_ledger_column_nobody_fills_blocks_until_a_default_is_set() {
     assert!(problems[0].message.contains("holds 6"), "{problems:?}");
     s.suivimo_defaults
         .insert("Periode".into(), DefaultValue::Int(202_611));
-    assert!(verify_mapping(&s, &columns).is_err(), "a number in a varchar");
+    assert!(
+        verify_mapping(&s, &columns).is_err(),
+        "a number in a varchar"
+    );
     s.suivimo_defaults
         .insert("Periode".into(), DefaultValue::Text("202611".into()));
     let mapping = verify_mapping(&s, &columns).expect("filled by the default");
@@ -187,8 +190,12 @@ fn a_not_null_ledger_column_nobody_fills_blocks_until_a_default_is_set() {
 
     s.suivimo_defaults.insert("Id".into(), DefaultValue::Int(1));
     let problems = verify_mapping(&s, &columns).expect_err("identity");
-    assert!(problems.iter().any(|p| p.message.contains("IDENTITY")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.message.contains("IDENTITY")),
+        "{problems:?}"
+    );
     s.suivimo_defaults.clear();
-    s.suivimo_defaults.insert("Absent".into(), DefaultValue::Int(1));
+    s.suivimo_defaults
+        .insert("Absent".into(), DefaultValue::Int(1));
     assert!(verify_mapping(&s, &columns).is_err());
 }

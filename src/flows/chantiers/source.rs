@@ -97,9 +97,15 @@ impl ChangeSource for SqlServerChantiers {
         if self.mode.as_deref() != Some(mode.as_str()) {
             let fallback = state.unusable_because().is_some();
             match (&self.mode, fallback && strategy == CaptureStrategy::Auto) {
-                (None, false) => tracing::info!(table = %spec.table, capture = %mode, "Batigest capture strategy"),
-                (None, true) => tracing::warn!(table = %spec.table, capture = %mode, "Batigest capture strategy: Change Tracking unusable, snapshot diff instead"),
-                (Some(before), _) => tracing::warn!(table = %spec.table, capture = %mode, before = %before, "Batigest capture strategy changed"),
+                (None, false) => {
+                    tracing::info!(table = %spec.table, capture = %mode, "Batigest capture strategy")
+                }
+                (None, true) => {
+                    tracing::warn!(table = %spec.table, capture = %mode, "Batigest capture strategy: Change Tracking unusable, snapshot diff instead")
+                }
+                (Some(before), _) => {
+                    tracing::warn!(table = %spec.table, capture = %mode, before = %before, "Batigest capture strategy changed")
+                }
             }
             self.mode = Some(mode);
         }
