@@ -344,8 +344,8 @@ fn ledger_row(round: usize, i: usize) -> anyhow::Result<LedgerRow> {
         },
         values: LedgerValues {
             hours: Hours::from_minutes(60 + u32::try_from(i % 240).unwrap_or(0)),
-            journey: i % 2 == 0,
-            meal: i % 3 == 0,
+            journey: i.is_multiple_of(2),
+            meal: i.is_multiple_of(3),
         },
     })
 }

@@ -222,7 +222,7 @@ pub fn strategy_summary(setting: CaptureStrategy, state: &CtState) -> Result<Str
             "comparaison d'instantanés / snapshot diff ({})",
             state
                 .unusable_because()
-                .map_or_else(|| "capture = \"snapshot_diff\"".into(), |why| why)
+                .unwrap_or_else(|| "capture = \"snapshot_diff\"".into())
         )),
         Err(reason) => Err(format!(
             "{reason} : exécuter sql/mssql/enable_change_tracking.sql ou capture = \"auto\" / \
