@@ -128,7 +128,8 @@ impl BatigestError {
     #[must_use]
     pub fn from_server_code(code: u32, message: &str, ctx: &ErrorContext) -> Self {
         match code {
-            18456 => Self::LoginFailed {
+            // 18452: a Windows login from a domain the server does not trust.
+            18456 | 18452 => Self::LoginFailed {
                 user: ctx.user.clone(),
             },
             // Cannot open the database (4060), it does not exist (911), no access (916).

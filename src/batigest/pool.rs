@@ -36,7 +36,7 @@ pub fn tiberius_config(s: &BatigestSettings) -> Config {
     }
     config.database(&s.database);
     config.application_name(&s.application_name);
-    config.authentication(AuthMethod::sql_server(&s.user, s.password.expose_secret()));
+    config.authentication(auth_method(s));
     config.encryption(match s.encryption {
         Encryption::Strict => EncryptionLevel::Strict,
         Encryption::Required => EncryptionLevel::Required,
@@ -50,6 +50,19 @@ pub fn tiberius_config(s: &BatigestSettings) -> Config {
     config.handshake_timeout(Some(Duration::from_millis(s.connect_timeout_ms)));
     config.command_timeout(Some(Duration::from_millis(s.query_timeout_ms)));
     config
+}
+
+/// The login method. Windows methods exist only in Windows builds (tiberius' `winauth`,
+/// SSPI); elsewhere [`BatigestSettings::validate`] refuses them, and SQL Server
+/// authentication is used.
+fn auth_method(s: &BatigestSettings) -> AuthMethod {
+    match s.authentication {
+        #[cfg(windows)]
+        super::settings::Authentication::Windows => AuthMethod::windows(&s.user, s.password.expose_secret()),
+        #[cfg(windows)]
+        super::settings::Authentication::Integrated => AuthMethod::Integrated,
+        _ => AuthMethod::sql_server(&s.user, s.password.expose_secret()),
+    }
 }
 
 /// `host\instance:port` for messages.

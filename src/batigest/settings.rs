@@ -25,6 +25,21 @@ pub enum Encryption {
     Off,
 }
 
+/// How batisync logs in to SQL Server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authentication {
+    /// SQL Server authentication (`user` and `password`; mixed mode on the server).
+    #[default]
+    Sql,
+    /// Windows authentication with an explicit account (`user` = `DOMAIN\name`,
+    /// `password`), through SSPI: Windows builds only.
+    Windows,
+    /// The Windows account batisync runs as (a service account), through SSPI: Windows
+    /// builds only.
+    Integrated,
+}
+
 /// How changes of a table are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,7 +90,11 @@ pub struct BatigestSettings {
     pub database: String,
     /// Database schema holding the Batigest tables.
     pub schema: String,
-    /// SQL login batisync connects as (see `sql/mssql/create_batisync_login.sql`).
+    /// `sql` (SQL Server login), `windows` (a Windows account) or `integrated` (the
+    /// account batisync runs as); the last two only in Windows builds.
+    pub authentication: Authentication,
+    /// SQL login batisync connects as (see `sql/mssql/create_batisync_login.sql`), or
+    /// `DOMAIN\name` with `authentication = "windows"`.
     pub user: String,
     /// Password of that login; prefer `password_file` or `BATISYNC__BATIGEST__PASSWORD`.
     pub password: SecretString,
@@ -122,6 +141,7 @@ impl Default for BatigestSettings {
             instance: None,
             database: String::new(),
             schema: "dbo".into(),
+            authentication: Authentication::Sql,
             user: "batisync".into(),
             password: SecretString::default(),
             encryption: Encryption::Required,
@@ -270,6 +290,14 @@ impl BatigestSettings {
             return Err(SettingsError::invalid(
                 key("instance"),
                 "give the instance name only (SAGEBAT), the host goes in `host`",
+            ));
+        }
+        if self.authentication != Authentication::Sql && !cfg!(windows) {
+            return Err(SettingsError::invalid(
+                key("authentication"),
+                "l'authentification Windows n'existe que dans la version Windows de batisync ; \
+                 utiliser authentication = \"sql\" / Windows authentication exists only in the \
+                 Windows build of batisync; use authentication = \"sql\"",
             ));
         }
         for (name, value) in [
@@ -462,6 +490,10 @@ mod tests {
         let mut s = valid();
         s.instance = Some("SRV\\SAGEBAT".into());
         assert!(s.validate("batigest").is_err());
+
+        let mut s = valid();
+        s.authentication = Authentication::Integrated;
+        assert_eq!(s.validate("batigest").is_ok(), cfg!(windows));
 
         let mut s = valid();
         s.trust_ca_path = Some("/nonexistent/ca.pem".into());
