@@ -4,8 +4,6 @@
 --
 -- Rights granted, and nothing else:
 --   * SELECT on ChantierDef and Salarie (read-only sources);
---   * VIEW CHANGE TRACKING on ChantierDef, Salarie and SuiviMO (change capture), only
---     where the server has Change Tracking;
 --   * SELECT, INSERT, UPDATE, DELETE on SuiviMO (the hours ledger). SELECT is needed
 --     because batisync reads the row of a slot (with a lock) before rewriting it, and
 --     because UPDATE/DELETE with a WHERE clause require it.
@@ -24,8 +22,9 @@ DECLARE @sql nvarchar(max);
 
 IF NOT EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login)
 BEGIN
+    -- The password policy applies (CHECK_POLICY is ON by default on SQL Server).
     SET @sql = N'CREATE LOGIN ' + QUOTENAME(@login) + N' WITH PASSWORD = '
-        + QUOTENAME(@password, N'''') + N', CHECK_POLICY = ON, DEFAULT_DATABASE = '
+        + QUOTENAME(@password, N'''') + N', DEFAULT_DATABASE = '
         + QUOTENAME(DB_NAME()) + N';';
     EXEC sys.sp_executesql @sql;
 END;
@@ -47,17 +46,9 @@ SET @sql = N'GRANT SELECT ON ' + @chantier + N' TO ' + @who + N';'
     + N' GRANT SELECT, INSERT, UPDATE, DELETE ON ' + @ledger + N' TO ' + @who + N';';
 EXEC sys.sp_executesql @sql;
 
--- VIEW CHANGE TRACKING only where the server has Change Tracking (its catalog view
--- exists); elsewhere batisync reads by snapshot diff and needs nothing more.
-IF OBJECT_ID(N'sys.change_tracking_tables') IS NOT NULL
-BEGIN
-    SET @sql = N'GRANT VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @who + N';'
-        + N' GRANT VIEW CHANGE TRACKING ON ' + @salarie + N' TO ' + @who + N';'
-        + N' GRANT VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
-    EXEC sys.sp_executesql @sql;
-END
-ELSE
-    PRINT N'Change Tracking absent de ce serveur : VIEW CHANGE TRACKING non accordé / Change Tracking not on this server: VIEW CHANGE TRACKING not granted';
+-- VIEW CHANGE TRACKING is granted by sql/mssql/enable_change_tracking.sql (run it after
+-- this script where Change Tracking is wanted): servers without Change Tracking do not
+-- know that permission, and batisync reads them by snapshot diff.
 
 -- OPTIONAL, for "latest modification wins" with Change Tracking: the commit time of each
 -- change (sys.dm_tran_commit_table) needs VIEW SERVER STATE (SQL Server 2019 and

@@ -178,7 +178,9 @@ impl CtState {
     pub fn unusable_because(&self) -> Option<String> {
         let reason = if let Some(message) = &self.probe_error {
             return Some(format!(
-                "le serveur refuse les fonctions Change Tracking (absentes ou droit refusé) /                  the server refuses the Change Tracking functions (missing or permission                  denied): {message}"
+                "le serveur refuse les fonctions Change Tracking (absentes ou droit refusé) / \
+                 the server refuses the Change Tracking functions (missing or permission \
+                 denied): {message}"
             ));
         } else if self.current_version.is_none() {
             "Change Tracking désactivé sur la base / Change Tracking is off for the database"

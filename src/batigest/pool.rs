@@ -58,7 +58,9 @@ pub fn tiberius_config(s: &BatigestSettings) -> Config {
 fn auth_method(s: &BatigestSettings) -> AuthMethod {
     match s.authentication {
         #[cfg(windows)]
-        super::settings::Authentication::Windows => AuthMethod::windows(&s.user, s.password.expose_secret()),
+        super::settings::Authentication::Windows => {
+            AuthMethod::windows(&s.user, s.password.expose_secret())
+        }
         #[cfg(windows)]
         super::settings::Authentication::Integrated => AuthMethod::Integrated,
         _ => AuthMethod::sql_server(&s.user, s.password.expose_secret()),
@@ -293,7 +295,9 @@ impl Pool {
             .map_err(|e| self.work_error(e))
     }
 
-    /// Runs a parameterised statement that returns no rows; gives the rows affected.
+    /// Runs a parameterised statement that returns no rows; gives the rows affected by
+    /// its LAST statement. Triggers report their own writes before the statement that
+    /// fired them ends, so a trigger on the table never inflates the count (a sum would).
     ///
     /// # Errors
     /// The classified server or connection error.
@@ -307,7 +311,7 @@ impl Pool {
             .execute(sql, params)
             .await
             .map_err(|e| self.work_error(e))?;
-        Ok(result.total())
+        Ok(result.rows_affected().last().copied().unwrap_or(0))
     }
 
     /// Runs a parameter-less batch (transaction control).
