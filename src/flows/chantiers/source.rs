@@ -6,7 +6,9 @@ use std::future::Future;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::batigest::capture::strategy_summary;
+use std::time::Duration;
+
+use crate::batigest::capture::{CtState, strategy_summary};
 use crate::batigest::pool::Pool;
 use crate::batigest::read::{capture_with_state, read_ct_state};
 use crate::batigest::spec::TableSpec;
@@ -41,6 +43,10 @@ pub struct SqlServerChantiers {
     spec: Option<TableSpec>,
     /// The strategy in words at the last read (logged when it changes).
     mode: Option<String>,
+    /// The last Change Tracking state read while tracking was unusable, and when: the
+    /// server is asked again only once a snapshot diff is due (its refusal is logged by
+    /// the driver, and nothing would change before the next full read anyway).
+    unusable: Option<(std::time::Instant, CtState)>,
 }
 
 impl SqlServerChantiers {
@@ -53,6 +59,7 @@ impl SqlServerChantiers {
             strategy,
             spec: None,
             mode: None,
+            unusable: None,
         }
     }
 
@@ -92,8 +99,26 @@ impl ChangeSource for SqlServerChantiers {
         let Some(spec) = self.spec.as_ref() else {
             return Err(BatigestError::Mapping("chantier mapping missing".into()));
         };
-        let state = read_ct_state(&self.pool, &spec.table.quoted()).await?;
-        let mode = strategy_summary(strategy, &state).unwrap_or_else(|e| e);
+        let interval = Duration::from_millis(self.pool.settings().snapshot_interval_ms);
+        let state = match &self.unusable {
+            // Forced: no need to ask the server.
+            _ if strategy == CaptureStrategy::SnapshotDiff => {
+                CtState::refused("capture = \"snapshot_diff\"")
+            }
+            Some((at, state)) if at.elapsed() < interval => state.clone(),
+            _ => {
+                let state = read_ct_state(&self.pool, &spec.table.quoted()).await?;
+                self.unusable = state
+                    .unusable_because()
+                    .map(|_| (std::time::Instant::now(), state.clone()));
+                state
+            }
+        };
+        let mode = if strategy == CaptureStrategy::SnapshotDiff {
+            "comparaison d'instantanés / snapshot diff (capture = \"snapshot_diff\")".to_owned()
+        } else {
+            strategy_summary(strategy, &state).unwrap_or_else(|e| e)
+        };
         if self.mode.as_deref() != Some(mode.as_str()) {
             let fallback = state.unusable_because().is_some();
             match (&self.mode, fallback && strategy == CaptureStrategy::Auto) {
