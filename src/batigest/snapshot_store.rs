@@ -15,8 +15,11 @@ const LOAD_HASHES: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows 
 
 const COUNT_HASHES: &str = "SELECT count(*) FROM batisync.snapshot_rows WHERE source = $1";
 
-const LOAD_HASHES_OF: &str = "SELECT row_key, row_hash FROM batisync.snapshot_rows \
-     WHERE source = $1 AND row_key = ANY($2::text[])";
+/// One index lookup per key (a join on the unnested keys): `row_key = ANY($2)` let the
+/// planner scan every row of the source for each page, quadratic in the table size.
+const LOAD_HASHES_OF: &str = "SELECT s.row_key, s.row_hash \
+     FROM UNNEST($2::text[]) AS k(row_key) \
+     JOIN batisync.snapshot_rows AS s ON s.source = $1 AND s.row_key = k.row_key";
 
 const KEYS_PAGE: &str = "SELECT row_key FROM batisync.snapshot_rows \
      WHERE source = $1 AND ($2::text IS NULL OR row_key > $2) ORDER BY row_key LIMIT $3";
@@ -24,6 +27,12 @@ const KEYS_PAGE: &str = "SELECT row_key FROM batisync.snapshot_rows \
 const UPSERT_HASHES: &str = "INSERT INTO batisync.snapshot_rows (source, row_key, row_hash) \
      SELECT $1, k, h FROM UNNEST($2::text[], $3::text[]) AS u(k, h) \
      ON CONFLICT (source, row_key) DO UPDATE SET row_hash = EXCLUDED.row_hash, updated_at = now()";
+
+/// Fresh statistics after a large snapshot, so page lookups use the primary key.
+const ANALYZE_HASHES: &str = "ANALYZE batisync.snapshot_rows";
+
+/// Upserts past which the statistics are refreshed at once (autovacuum comes later).
+const ANALYZE_AFTER_UPSERTS: usize = 1_000;
 
 const DELETE_HASHES: &str =
     "DELETE FROM batisync.snapshot_rows WHERE source = $1 AND row_key = ANY($2::text[])";
@@ -111,6 +120,9 @@ pub async fn record_hashes(
             .bind(hashes)
             .execute(&mut *conn)
             .await?;
+        if delta.upserts.len() >= ANALYZE_AFTER_UPSERTS {
+            sqlx::query(ANALYZE_HASHES).execute(&mut *conn).await?;
+        }
     }
     if !delta.deletes.is_empty() {
         sqlx::query(DELETE_HASHES)
