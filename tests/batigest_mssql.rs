@@ -1134,9 +1134,12 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
     let server = TestServer::new(&url).await;
     let pool = Arc::new(Pool::new(server.settings.clone()));
     let ledger = Arc::new(SqlServerSuiviMo::new(pool));
-    let mut h =
-        heures_harness::Harness::with_ledger(heures_harness::settings(), Faults::default(), ledger)
-            .await;
+    let mut h = heures_harness::Harness::with_server_ledger(
+        heures_harness::settings(),
+        Faults::default(),
+        ledger,
+    )
+    .await;
     let start = (Utc::now() - chrono::Duration::days(3))
         .duration_trunc(chrono::Duration::minutes(1))
         .expect("minute");
