@@ -64,47 +64,14 @@ fn mssql_url() -> Option<String> {
     }
 }
 
-/// Settings from the ADO string keys the tests use (server, user, password, encrypt,
-/// TrustServerCertificate).
+/// Settings from the ADO string (`batisync bench batigest` reads it the same way), with
+/// a patient connect and a snapshot diff due at every capture.
 fn settings_from_ado(url: &str, database: &str) -> BatigestSettings {
-    let mut s = BatigestSettings {
-        database: database.to_owned(),
+    BatigestSettings {
         connect_timeout_ms: 15_000,
         snapshot_interval_ms: 1,
-        ..BatigestSettings::default()
-    };
-    for part in url.split(';').filter(|p| !p.trim().is_empty()) {
-        let (key, value) = part.split_once('=').expect("key=value");
-        let value = value.trim().to_owned();
-        match key.trim().to_ascii_lowercase().as_str() {
-            "server" | "data source" => {
-                let server = value.trim_start_matches("tcp:");
-                let (host, port) = server.split_once(',').unwrap_or((server, ""));
-                match host.split_once('\\') {
-                    Some((h, instance)) => {
-                        s.host = h.to_owned();
-                        s.instance = Some(instance.to_owned());
-                    }
-                    None => s.host = host.to_owned(),
-                }
-                s.port = port.parse().ok();
-            }
-            "user" | "user id" | "uid" => s.user = value,
-            "password" | "pwd" => s.password = value.into(),
-            "trustservercertificate" => {
-                s.trust_server_certificate = value.eq_ignore_ascii_case("true")
-            }
-            "encrypt" => {
-                s.encryption = match value.to_ascii_lowercase().as_str() {
-                    "strict" => Encryption::Strict,
-                    "false" | "no" | "danger_plaintext" => Encryption::Off,
-                    _ => Encryption::Required,
-                }
-            }
-            _ => {}
-        }
+        ..batisync::batigest::bench::settings_from_ado(url, database).expect("ADO string")
     }
-    s
 }
 
 /// A fresh database with the Batigest-shaped schema.

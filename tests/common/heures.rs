@@ -75,6 +75,7 @@ impl<L: LedgerWriter + 'static> Harness<L> {
 
     /// A real server's ledger: a write is several round trips, so a handler gets more
     /// time than the in-memory default (a shared 2-core machine can be slow).
+    #[allow(dead_code)] // only the SQL Server tests use it
     pub async fn with_server_ledger(
         settings: HeuresSettings,
         faults: Faults,
