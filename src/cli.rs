@@ -34,7 +34,12 @@ pub enum Command {
         flow: ResyncFlow,
     },
     /// Check that everything batisync needs is reachable and current.
-    Check,
+    Check {
+        /// Also list the mapped SQL Server tables as the server has them (columns, keys,
+        /// triggers, Change Tracking) and the SuiviMO columns an insert would leave empty.
+        #[arg(long)]
+        describe: bool,
+    },
     /// Backlog per flow and status, oldest pending age, dead letters.
     Status,
     /// Inspect the outbox and re-drive dead letters.
@@ -106,6 +111,9 @@ pub enum BenchCommand {
     Chantiers(crate::flows::chantiers::bench::ChantiersBenchArgs),
     /// Flow heures: catch-up rate, idle poll cost, validation → ledger latency.
     Heures(crate::flows::heures::bench::HeuresBenchArgs),
+    /// The SQL Server half against a real TDS server: snapshot-diff capture and SuiviMO
+    /// writes, each against a baseline (bare SELECT, bare INSERT).
+    Batigest(crate::batigest::bench::BatigestBenchArgs),
 }
 
 /// `batisync migrate`.
@@ -131,12 +139,42 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When any check fails (after printing all of them).
-pub async fn check(settings: &Settings) -> anyhow::Result<()> {
+pub async fn check(settings: &Settings, describe: bool) -> anyhow::Result<()> {
     let postgres_ok = check_postgres(settings).await;
     let sqlserver_ok = check_sqlserver(settings).await;
     let batisimply_ok = check_batisimply(settings).await;
-    anyhow::ensure!(postgres_ok && sqlserver_ok && batisimply_ok, "check failed");
+    let described_ok = !describe || describe_sqlserver(settings).await;
+    anyhow::ensure!(
+        postgres_ok && sqlserver_ok && batisimply_ok && described_ok,
+        "check failed"
+    );
     Ok(())
+}
+
+/// `check --describe`: the mapped tables on stdout; false when an insert into SuiviMO
+/// would fail.
+async fn describe_sqlserver(settings: &Settings) -> bool {
+    if settings.batigest.database.is_empty() {
+        return true;
+    }
+    match crate::batigest::describe::describe(&settings.batigest).await {
+        Ok(description) => {
+            println!("{description}");
+            let blocking = description.blocking();
+            if !blocking.is_empty() {
+                eprintln!(
+                    "[ÉCHEC]  SQL Server SuiviMO: colonnes bloquantes / blocking columns: {} \
+                     → [batigest.suivimo_defaults]",
+                    blocking.join(", ")
+                );
+            }
+            blocking.is_empty()
+        }
+        Err(error) => {
+            eprintln!("[ÉCHEC]  SQL Server describe: {error}");
+            false
+        }
+    }
 }
 
 async fn check_sqlserver(settings: &Settings) -> bool {

@@ -70,6 +70,9 @@ pub struct PollStatus {
     pub last_error: Option<(DateTime<Utc>, String)>,
     /// When a full re-read was last requested from the console.
     pub resync_requested_at: Option<DateTime<Utc>>,
+    /// How the source is read and why (e.g. snapshot diff because Change Tracking is
+    /// off), as the poller last reported it.
+    pub capture: Option<String>,
 }
 
 impl PollStatus {
@@ -202,6 +205,14 @@ impl FlowControl {
             Ok(_) => status.last_ok_at = Some(Utc::now()),
             Err(error) => status.last_error = Some((Utc::now(), error.to_string())),
         }
+    }
+
+    /// Records how the source is read (shown on the dashboard).
+    pub fn set_capture(&self, capture: Option<String>) {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .capture = capture;
     }
 
     /// A copy of the poll status.

@@ -23,7 +23,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     batisync::telemetry::init(&settings.log)?;
     match cli.command {
         Command::Migrate => batisync::cli::migrate(&settings).await,
-        Command::Check => batisync::cli::check(&settings).await,
+        Command::Check { describe } => batisync::cli::check(&settings, describe).await,
         Command::Status => batisync::cli::status(&settings).await,
         Command::Outbox(command) => batisync::cli::outbox(&settings, command).await,
         Command::Bench(BenchCommand::Outbox(args)) => batisync::bench::run(&settings, &args).await,
@@ -35,6 +35,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Chantiers(args)) => {
             batisync::flows::chantiers::bench::run(&settings, &args).await
+        }
+        Command::Bench(BenchCommand::Batigest(args)) => {
+            batisync::batigest::bench::run(&settings, &args).await
         }
         Command::Bench(BenchCommand::Heures(args)) => {
             batisync::flows::heures::bench::run(&settings, &args).await

@@ -1,13 +1,22 @@
-//! The Batigest layer against a real SQL Server.
+//! The Batigest layer against a real TDS server (SQL Server, or a server speaking its
+//! protocol).
 //!
 //! Runs only when `BATISYNC_TEST_MSSQL_URL` holds an ADO connection string to a server
 //! where the login may create databases, e.g.
 //! `server=tcp:localhost,1433;user=sa;password=...;TrustServerCertificate=true`.
-//! Each test creates a fresh database from `sql/mssql/batigest_test_schema.sql` (and
-//! `enable_change_tracking.sql` where needed) and drops it at the end. Unset, every test
-//! prints one `skipped:` line and returns. `.github/workflows/mssql.yml` runs them.
-//! The snapshot-diff tests also need the test PostgreSQL of `tests/common`; the one about
-//! recording hashes needs only PostgreSQL and always runs.
+//! Each test creates a fresh database from `sql/mssql/batigest_test_schema.sql` and drops
+//! it at the end. Unset, every test prints one `skipped:` line and returns.
+//!
+//! Tests say what they need: only those about Change Tracking enable it
+//! (`sql/mssql/enable_change_tracking.sql`); on a server that refuses it they print
+//! `skipped: Change Tracking not supported by <server>: <why>` (detected by trying, never
+//! guessed from the server's name), unless `BATISYNC_TEST_REQUIRE_CHANGE_TRACKING=1`
+//! (set by `.github/workflows/mssql.yml` for SQL Server 2022) makes that a failure.
+//! Everything else (snapshot diff, SuiviMO writer, employee map, check, describe, both
+//! flows, the login script) runs on any TDS server. Network faults go through the TCP
+//! proxy of `tests/common/tcp_proxy.rs`. The snapshot-diff tests also need the test
+//! PostgreSQL of `tests/common`; the ones about recording hashes need only PostgreSQL
+//! and always run.
 
 #[path = "common/chantiers.rs"]
 #[allow(dead_code)]
@@ -16,6 +25,8 @@ mod common;
 #[path = "common/heures.rs"]
 #[allow(dead_code)]
 mod heures_harness;
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +49,7 @@ use batisync::batigest::{
 use batisync::outbox::Operation;
 use chrono::NaiveDate;
 use common::TestDb;
+use tcp_proxy::{FaultProxy, Mode};
 
 const SCHEMA_SQL: &str = include_str!("../sql/mssql/batigest_test_schema.sql");
 const ENABLE_CT_SQL: &str = include_str!("../sql/mssql/enable_change_tracking.sql");
@@ -52,46 +64,14 @@ fn mssql_url() -> Option<String> {
     }
 }
 
-/// Settings from the ADO string keys the tests use (server, user, password, encrypt,
-/// TrustServerCertificate).
+/// Settings from the ADO string (`batisync bench batigest` reads it the same way), with
+/// a patient connect and a snapshot diff due at every capture.
 fn settings_from_ado(url: &str, database: &str) -> BatigestSettings {
-    let mut s = BatigestSettings {
-        database: database.to_owned(),
+    BatigestSettings {
         connect_timeout_ms: 15_000,
-        ..BatigestSettings::default()
-    };
-    for part in url.split(';').filter(|p| !p.trim().is_empty()) {
-        let (key, value) = part.split_once('=').expect("key=value");
-        let value = value.trim().to_owned();
-        match key.trim().to_ascii_lowercase().as_str() {
-            "server" | "data source" => {
-                let server = value.trim_start_matches("tcp:");
-                let (host, port) = server.split_once(',').unwrap_or((server, ""));
-                match host.split_once('\\') {
-                    Some((h, instance)) => {
-                        s.host = h.to_owned();
-                        s.instance = Some(instance.to_owned());
-                    }
-                    None => s.host = host.to_owned(),
-                }
-                s.port = port.parse().ok();
-            }
-            "user" | "user id" | "uid" => s.user = value,
-            "password" | "pwd" => s.password = value.into(),
-            "trustservercertificate" => {
-                s.trust_server_certificate = value.eq_ignore_ascii_case("true")
-            }
-            "encrypt" => {
-                s.encryption = match value.to_ascii_lowercase().as_str() {
-                    "strict" => Encryption::Strict,
-                    "false" | "no" | "danger_plaintext" => Encryption::Off,
-                    _ => Encryption::Required,
-                }
-            }
-            _ => {}
-        }
+        snapshot_interval_ms: 1,
+        ..batisync::batigest::bench::settings_from_ado(url, database).expect("ADO string")
     }
-    s
 }
 
 /// A fresh database with the Batigest-shaped schema.
@@ -101,21 +81,51 @@ struct TestServer {
 }
 
 async fn run_batch(client: &mut Client, sql: &str) {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {sql}"))
-        .into_results()
+    try_batch(client, sql)
         .await
         .unwrap_or_else(|e| panic!("{e}: {sql}"));
 }
 
+async fn try_batch(client: &mut Client, sql: &str) -> Result<(), tiberius::error::Error> {
+    client.simple_query(sql).await?.into_results().await?;
+    Ok(())
+}
+
+/// The first line of `@@VERSION`: how the server names itself, for skip messages only.
+async fn server_name(client: &mut Client) -> String {
+    let row = client
+        .simple_query("SELECT CAST(@@VERSION AS nvarchar(4000))")
+        .await
+        .expect("query")
+        .into_row()
+        .await
+        .expect("row");
+    row.and_then(|r| {
+        r.get::<&str, _>(0)
+            .map(|v| v.lines().next().unwrap_or(v).trim().to_owned())
+    })
+    .unwrap_or_else(|| "this server".into())
+}
+
 impl TestServer {
-    async fn new(url: &str, change_tracking: bool) -> Self {
+    /// A database without Change Tracking: what every server can give.
+    async fn new(url: &str) -> Self {
         let name = format!("batisync_t_{:012x}", fastrand::u64(..1 << 48));
         let master = settings_from_ado(url, "master");
-        let mut admin = connect(&master).await.expect("SQL Server reachable");
-        run_batch(&mut admin, &format!("CREATE DATABASE [{name}]")).await;
+        // Some servers refuse concurrent CREATE DATABASE ("tuple concurrently updated"):
+        // tests run in parallel, so try again a few times.
+        let mut created = Err(String::new());
+        for _ in 0..20 {
+            let mut admin = connect(&master).await.expect("TDS server reachable");
+            created = try_batch(&mut admin, &format!("CREATE DATABASE [{name}]"))
+                .await
+                .map_err(|e| e.to_string());
+            if created.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(..400))).await;
+        }
+        created.unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let server = Self {
             settings: BatigestSettings {
                 application_name: name.clone(),
@@ -124,10 +134,37 @@ impl TestServer {
             master,
         };
         server.exec(SCHEMA_SQL).await;
-        if change_tracking {
-            server.exec(ENABLE_CT_SQL).await;
-        }
         server
+    }
+
+    /// A database with Change Tracking enabled, or `None` (after printing why) when the
+    /// server refuses it.
+    async fn with_change_tracking(url: &str) -> Option<Self> {
+        let server = Self::new(url).await;
+        let mut client = server.client().await;
+        let refused = match try_batch(&mut client, ENABLE_CT_SQL).await {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => {
+                match try_batch(&mut client, "SELECT CHANGE_TRACKING_CURRENT_VERSION()").await {
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) => None,
+                }
+            }
+        };
+        let Some(reason) = refused else {
+            return Some(server);
+        };
+        let name = server_name(&mut server.client().await).await;
+        drop(client);
+        server.drop().await;
+        let required =
+            std::env::var("BATISYNC_TEST_REQUIRE_CHANGE_TRACKING").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "Change Tracking required but refused by {name}: {reason}"
+        );
+        println!("skipped: Change Tracking not supported by {name}: {reason}");
+        None
     }
 
     async fn client(&self) -> Client {
@@ -159,14 +196,43 @@ impl TestServer {
             .expect("integer")
     }
 
+    /// Drops the database. SQL Server closes other sessions at once (`SINGLE_USER WITH
+    /// ROLLBACK IMMEDIATE`); a server that refuses `ALTER DATABASE … SET` gets a few
+    /// seconds for the sessions the test closed to end.
     async fn drop(self) {
-        let mut admin = connect(&self.master).await.expect("connect to master");
         let db = &self.settings.database;
-        run_batch(
-            &mut admin,
-            &format!("ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [{db}]"),
+        let mut admin = connect(&self.master).await.expect("connect to master");
+        let single = format!("ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE");
+        let _ = try_batch(&mut admin, &single).await;
+        let mut last = String::new();
+        for _ in 0..50 {
+            let mut admin = connect(&self.master).await.expect("connect to master");
+            match try_batch(&mut admin, &format!("DROP DATABASE [{db}]")).await {
+                Ok(()) => return,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("cannot drop {db}: {last}");
+    }
+
+    /// Settings that reach the database through `proxy`.
+    fn through(&self, proxy: &FaultProxy) -> BatigestSettings {
+        BatigestSettings {
+            host: "127.0.0.1".into(),
+            port: Some(proxy.port()),
+            instance: None,
+            ..self.settings.clone()
+        }
+    }
+
+    /// `host:port` of the server, for a proxy (named instances: give the port in the URL).
+    fn address(&self) -> String {
+        format!(
+            "{}:{}",
+            self.settings.host,
+            self.settings.port.unwrap_or(1433)
         )
-        .await;
     }
 }
 
@@ -189,7 +255,9 @@ fn summary(changes: &[batisync::batigest::Change]) -> Vec<(String, Operation)> {
 #[tokio::test]
 async fn change_tracking_captures_inserts_updates_and_deletes() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let Some(server) = TestServer::with_change_tracking(&url).await else {
+        return;
+    };
     server.exec(SEED).await;
     let check = check_sqlserver(&server.settings).await;
     assert!(check.is_ok(), "{check}");
@@ -244,13 +312,16 @@ async fn change_tracking_captures_inserts_updates_and_deletes() {
         .expect("nothing new");
     assert!(idle.changes.is_empty());
     assert_eq!(idle.next_cursor, next.next_cursor);
+    drop(pool);
     server.drop().await;
 }
 
 #[tokio::test]
 async fn a_cursor_older_than_the_minimum_valid_version_forces_a_full_snapshot() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let Some(server) = TestServer::with_change_tracking(&url).await else {
+        return;
+    };
     server.exec(SEED).await;
     let pool = Pool::new(server.settings.clone());
     let mapping = load_mapping(&pool).await.expect("mapping");
@@ -284,15 +355,28 @@ async fn a_cursor_older_than_the_minimum_valid_version_forces_a_full_snapshot() 
         .await
         .expect("incremental");
     assert!(!again.full_snapshot && again.changes.is_empty());
+    drop(pool);
     server.drop().await;
 }
 
 #[tokio::test]
 async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, false).await;
+    let server = TestServer::new(&url).await;
     server.exec(SEED).await;
     let pg = common::TestDb::new().await;
+    // `check` says which strategy and why, and passes.
+    let report = check_sqlserver(&server.settings).await;
+    assert!(report.is_ok(), "{report}");
+    let step = report
+        .steps
+        .iter()
+        .find(|s| {
+            s.name == "change_tracking [dbo].[ChantierDef]" || s.name.starts_with("change_tracking")
+        })
+        .expect("change tracking step");
+    assert!(step.detail.contains("snapshot diff ("), "{report}");
+
     // Two rows per page: five rows take three keyset pages.
     let pool = Pool::new(BatigestSettings {
         snapshot_page_rows: 2,
@@ -304,8 +388,9 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
     let mut conn = pg.pool.acquire().await.expect("pg");
     let first = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
         .await
-        .expect("first");
+        .expect("Auto falls back to the snapshot diff");
     assert_eq!(first.strategy, Strategy::SnapshotDiff);
+    assert!(first.full_snapshot, "no snapshot before: a full load");
     assert_eq!(first.changes.len(), 5);
     let record = |batch: batisync::batigest::CaptureBatch| {
         let pg = pg.pool.clone();
@@ -318,16 +403,39 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
             tx.commit().await.expect("commit");
         }
     };
+    let cursor = first.next_cursor.clone();
     record(first).await;
+
+    // The next full read is not due before `snapshot_interval_ms`: nothing read.
+    let patient = Pool::new(BatigestSettings {
+        snapshot_interval_ms: 60_000,
+        ..server.settings.clone()
+    });
+    let early = capture(
+        &patient,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&cursor),
+        &mut conn,
+    )
+    .await
+    .expect("not due");
+    assert!(early.changes.is_empty() && early.snapshot_delta.is_none());
+    assert_eq!(early.next_cursor, cursor);
+    drop(patient);
 
     server
         .exec("UPDATE dbo.ChantierDef SET Libelle = N'Réfection' WHERE Code = '00000002'; \
                DELETE FROM dbo.ChantierDef WHERE Code = '00000004'; \
                INSERT INTO dbo.ChantierDef (Code, NomClient, Etat, DateDebut, DateFin) VALUES ('00000007', N'Neuf', 'E', '2026-05-01', '2026-06-01');")
         .await;
-    let second = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+    let second = capture(&pool, spec, CaptureStrategy::Auto, Some(&cursor), &mut conn)
         .await
         .expect("second");
+    assert!(
+        !second.full_snapshot,
+        "a diff against the previous snapshot"
+    );
     assert_eq!(
         summary(&second.changes),
         vec![
@@ -336,21 +444,37 @@ async fn snapshot_diff_captures_changes_when_change_tracking_is_off() {
             ("00000007".to_owned(), Operation::Upsert),
         ]
     );
+    assert!(second.changes.iter().all(|c| c.committed_at.is_none()));
     record(second).await;
-    let third = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+    let third = capture(&pool, spec, CaptureStrategy::Auto, Some(&cursor), &mut conn)
         .await
         .expect("third");
     assert!(third.changes.is_empty());
 
+    // Forcing Change Tracking where it is unusable is an error naming the reason.
+    let forced = capture(
+        &pool,
+        spec,
+        CaptureStrategy::ChangeTracking,
+        None,
+        &mut conn,
+    )
+    .await;
+    assert!(
+        matches!(forced, Err(BatigestError::ChangeTrackingUnavailable { .. })),
+        "{forced:?}"
+    );
+
     // Without Change Tracking the ledger writes are not tagged, and still work.
-    let ledger = SqlServerLedger::open(Arc::new(pool), &mapping.ledger)
+    let pool = Arc::new(pool);
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
         .await
         .expect("ledger");
     let row = slot_row("00000002", 8, 30, true);
     let report = ledger.apply(&write(None, &row)).await.expect("insert");
     assert_eq!(report.decision, Decision::Insert);
     assert_eq!(server.scalar("SELECT COUNT(*) FROM dbo.SuiviMO").await, 1);
-    drop(conn);
+    drop((conn, ledger, pool));
     pg.drop().await;
     server.drop().await;
 }
@@ -384,7 +508,7 @@ fn write(previous: Option<&LedgerRow>, row: &LedgerRow) -> SlotWrite {
 #[tokio::test]
 async fn suivi_mo_writes_update_move_remove_and_report_batigest_edits() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let server = TestServer::new(&url).await;
     let pool = Arc::new(Pool::new(server.settings.clone()));
     let mapping = load_mapping(&pool).await.expect("mapping");
     let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
@@ -476,12 +600,6 @@ async fn suivi_mo_writes_update_move_remove_and_report_batigest_edits() {
         2
     );
 
-    // Our writes carry our Change Tracking context.
-    let ours = "DECLARE @v bigint = CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID('dbo.SuiviMO')); \
-                SELECT COUNT(*) FROM CHANGETABLE(CHANGES dbo.SuiviMO, @v) AS ct \
-                WHERE ct.SYS_CHANGE_CONTEXT = CAST('batisync' AS varbinary(128))";
-    assert_eq!(server.scalar(ours).await, 1);
-
     let removal = SlotRemoval {
         slot_id: "slot-42".into(),
         previous: next.clone(),
@@ -504,51 +622,141 @@ async fn suivi_mo_writes_update_move_remove_and_report_batigest_edits() {
         LedgerLimits::default().chantier_code_chars,
         mapping.ledger.chantier_code_chars
     );
+    drop((ledger, pool));
     server.drop().await;
 }
 
 #[tokio::test]
-async fn a_connection_dropped_mid_capture_is_retried() {
+async fn our_suivi_mo_writes_carry_our_change_tracking_context() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, false).await;
-    server.exec(SEED).await;
+    let Some(server) = TestServer::with_change_tracking(&url).await else {
+        return;
+    };
     let pool = Arc::new(Pool::new(server.settings.clone()));
     let mapping = load_mapping(&pool).await.expect("mapping");
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let first = slot_row("00000001", 8, 90, false);
+    ledger.apply(&write(None, &first)).await.expect("insert");
+    server
+        .exec("INSERT INTO dbo.SuiviMO (CodeChantier, CodeSalarie, [Date], NbH0) VALUES ('00000001', 'MARTIN', '2026-11-27T10:00:00', 2)")
+        .await;
+    let ours = "DECLARE @v bigint = CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID('dbo.SuiviMO')); \
+                SELECT COUNT(*) FROM CHANGETABLE(CHANGES dbo.SuiviMO, @v) AS ct \
+                WHERE ct.SYS_CHANGE_CONTEXT = CAST('batisync' AS varbinary(128))";
+    assert_eq!(server.scalar(ours).await, 1, "ours tagged, the other not");
+    drop((ledger, pool));
+    server.drop().await;
+}
 
-    // Hold a row lock so the full read blocks (READ COMMITTED, no row versioning here).
-    let mut holder = server.client().await;
-    run_batch(&mut holder, "BEGIN TRANSACTION; UPDATE dbo.ChantierDef SET Libelle = N'verrou' WHERE Code = '00000003';").await;
+#[tokio::test]
+async fn a_connection_cut_mid_read_is_retried_on_a_new_connection() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url).await;
+    server.exec(SEED).await;
+    let proxy = FaultProxy::start(server.address()).await;
+    // One row per page, every chunk delayed: the read takes a while, and is cut in it.
+    let pool = Arc::new(Pool::new(BatigestSettings {
+        snapshot_page_rows: 1,
+        ..server.through(&proxy)
+    }));
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    proxy.set_mode(Mode::Slow(Duration::from_millis(60)));
     let reader = {
         let (pool, spec) = (pool.clone(), mapping.chantier.clone());
         tokio::spawn(async move { read_table(&pool, &spec).await })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let find_blocked = format!(
-        "SELECT TOP 1 r.session_id FROM sys.dm_exec_requests AS r \
-         JOIN sys.dm_exec_sessions AS s ON s.session_id = r.session_id \
-         WHERE s.program_name = '{}' AND r.blocking_session_id <> 0",
-        server.settings.application_name
-    );
-    let mut killer = connect(&server.master).await.expect("admin");
-    let blocked = killer
-        .simple_query(find_blocked)
-        .await
-        .expect("query")
-        .into_row()
-        .await
-        .expect("row")
-        .and_then(|row| row.get::<i16, _>(0))
-        .expect("the capture is blocked on the lock");
-    run_batch(&mut killer, &format!("KILL {blocked}")).await;
-    run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
-
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proxy.connections();
+    proxy.cut();
+    proxy.set_mode(Mode::Pass);
     let rows = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
-        .expect("capture finished")
+        .expect("read finished")
         .expect("task")
         .expect("retried on a new connection");
     assert_eq!(rows.len(), 5);
+    assert!(proxy.connections() > before, "a new connection was opened");
+    drop((pool, proxy));
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn a_ledger_write_cut_in_its_transaction_leaves_exactly_one_row() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url).await;
+    let proxy = FaultProxy::start(server.address()).await;
+    let pool = Arc::new(Pool::new(server.through(&proxy)));
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let ledger = Arc::new(
+        SqlServerLedger::open(pool.clone(), &mapping.ledger)
+            .await
+            .expect("ledger"),
+    );
+    for (i, cut_after_ms) in [40u64, 120, 200].into_iter().enumerate() {
+        let row = slot_row("00000001", 8 + u32::try_from(i).expect("small"), 60, false);
+        proxy.set_mode(Mode::Slow(Duration::from_millis(30)));
+        let writer = {
+            let (ledger, row) = (ledger.clone(), row.clone());
+            tokio::spawn(async move { ledger.apply(&write(None, &row)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(cut_after_ms)).await;
+        proxy.cut();
+        proxy.set_mode(Mode::Pass);
+        let report = tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("write finished")
+            .expect("task")
+            .expect("retried after the cut");
+        assert!(
+            matches!(report.decision, Decision::Insert | Decision::Unchanged),
+            "{report:?}"
+        );
+        let at = format!(
+            "SELECT COUNT(*) FROM dbo.SuiviMO WHERE [Date] = '2026-11-27T{:02}:00:00'",
+            8 + i
+        );
+        assert_eq!(server.scalar(&at).await, 1, "cut after {cut_after_ms} ms");
+    }
+    drop((ledger, pool, proxy));
+    server.drop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_server_times_out_and_a_later_attempt_succeeds() {
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url).await;
+    server.exec(SEED).await;
+    let proxy = FaultProxy::start(server.address()).await;
+    let mapping = load_mapping(&Pool::new(server.settings.clone()))
+        .await
+        .expect("mapping");
+    let pool = Arc::new(Pool::new(BatigestSettings {
+        query_timeout_ms: 1_000,
+        connect_timeout_ms: 2_000,
+        max_attempts: 8,
+        ..server.through(&proxy)
+    }));
+    proxy.set_mode(Mode::Stall);
+    let started = std::time::Instant::now();
+    let reader = {
+        let (pool, spec) = (pool.clone(), mapping.chantier.clone());
+        tokio::spawn(async move { read_table(&pool, &spec).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.set_mode(Mode::Pass);
+    let rows = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("read finished")
+        .expect("task")
+        .expect("a later attempt succeeded");
+    assert_eq!(rows.len(), 5);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the stall was waited out"
+    );
+    drop((pool, proxy));
     server.drop().await;
 }
 
@@ -690,7 +898,7 @@ async fn a_capture_stores_events_cursor_and_hashes_together_or_not_at_all() {
 #[tokio::test]
 async fn the_employee_map_is_loaded_from_salarie_and_kept_fresh() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let server = TestServer::new(&url).await;
     server
         .exec(
             "INSERT INTO dbo.Salarie (Code, Nom, codebs) VALUES \
@@ -715,21 +923,44 @@ async fn the_employee_map_is_loaded_from_salarie_and_kept_fresh() {
         Err(EmployeeLookupError::Ambiguous { codes, .. }) if codes == ["DURAND", "DURAND2"]
     ));
 
-    let start = capture_change_tracking(&pool, &mapping.salarie, None)
+    // Kept fresh by a capture (Change Tracking where usable, else the snapshot diff).
+    let pg = TestDb::new().await;
+    let mut conn = pg.pool.acquire().await.expect("pg");
+    let source = mapping.salarie.source.clone();
+    let start = capture(
+        &pool,
+        &mapping.salarie,
+        CaptureStrategy::Auto,
+        None,
+        &mut conn,
+    )
+    .await
+    .expect("snapshot");
+    let mut tx = pg.pool.begin().await.expect("begin");
+    store_capture(&mut tx, "employees", &source, None, &start)
         .await
-        .expect("snapshot");
+        .expect("store");
+    tx.commit().await.expect("commit");
     server
         .exec("UPDATE dbo.Salarie SET codebs = NULL WHERE Code = 'DURAND2'")
         .await;
-    let cursor = Cursor::from_json(Some(&start.next_cursor));
-    let changes = capture_change_tracking(&pool, &mapping.salarie, cursor.as_ref())
-        .await
-        .expect("changes");
+    let changes = capture(
+        &pool,
+        &mapping.salarie,
+        CaptureStrategy::Auto,
+        Some(&start.next_cursor),
+        &mut conn,
+    )
+    .await
+    .expect("changes");
+    assert_eq!(changes.changes.len(), 1, "{:?}", changes.changes);
     map.apply(&changes.changes);
     assert_eq!(
         map.lookup("7C9E6679-7425-40DE-944B-E07FC1F90AE7"),
         Ok("DURAND")
     );
+    drop((conn, pool));
+    pg.drop().await;
     server.drop().await;
 }
 
@@ -744,10 +975,13 @@ async fn check_names_the_failing_step() {
         failed
             .failure
             .as_deref()
-            .is_some_and(|f| f.contains("4060")),
+            .is_some_and(|f| f.contains("(error 4060)") || f.contains("(error 911)")),
         "{report}"
     );
 
+    // A wrong password on a database that exists (servers differ in which they check
+    // first when both are wrong).
+    settings.database = "master".into();
     settings.password = "wrong-password".to_owned().into();
     let report = check_sqlserver(&settings).await;
     let failed = report.steps.last().expect("steps");
@@ -765,7 +999,7 @@ async fn check_names_the_failing_step() {
 #[tokio::test]
 async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let server = TestServer::new(&url).await;
     let login = format!("bs_{:010x}", fastrand::u64(..1 << 40));
     let password = format!("Bs-{:016x}-Aa1!", fastrand::u64(..));
     let script = include_str!("../sql/mssql/create_batisync_login.sql")
@@ -784,9 +1018,19 @@ async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
     let mapping = load_mapping(&pool)
         .await
         .expect("mapping visible to the login");
-    capture_change_tracking(&pool, &mapping.chantier, None)
-        .await
-        .expect("capture");
+    let pg = TestDb::new().await;
+    let mut conn = pg.pool.acquire().await.expect("pg");
+    capture(
+        &pool,
+        &mapping.chantier,
+        CaptureStrategy::Auto,
+        None,
+        &mut conn,
+    )
+    .await
+    .expect("capture");
+    drop(conn);
+    pg.drop().await;
     let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
         .await
         .expect("ledger");
@@ -812,11 +1056,24 @@ async fn the_least_privilege_login_can_capture_and_write_the_ledger_only() {
                 &batisync::batigest::pool::error_context(&restricted),
             )
         });
+    // SQL Server says 229 (classified PermissionDenied); other servers may use their own
+    // code: the write is refused either way, permanently, and nothing changed.
     assert!(
-        matches!(denied, Err(BatigestError::PermissionDenied { .. })),
+        matches!(
+            denied,
+            Err(BatigestError::PermissionDenied { .. }
+                | BatigestError::Server {
+                    transient: false,
+                    ..
+                })
+        ),
         "{denied:?}"
     );
     drop(client);
+    let seeded = server
+        .scalar("SELECT COUNT(*) FROM dbo.ChantierDef WHERE Etat = 'X'")
+        .await;
+    assert_eq!(seeded, 0, "the read-only table was not written");
     drop(ledger);
     drop(pool);
 
@@ -841,12 +1098,15 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
     use chrono::{DurationRound, Utc};
 
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let server = TestServer::new(&url).await;
     let pool = Arc::new(Pool::new(server.settings.clone()));
     let ledger = Arc::new(SqlServerSuiviMo::new(pool));
-    let mut h =
-        heures_harness::Harness::with_ledger(heures_harness::settings(), Faults::default(), ledger)
-            .await;
+    let mut h = heures_harness::Harness::with_server_ledger(
+        heures_harness::settings(),
+        Faults::default(),
+        ledger,
+    )
+    .await;
     let start = (Utc::now() - chrono::Duration::days(3))
         .duration_trunc(chrono::Duration::minutes(1))
         .expect("minute");
@@ -879,7 +1139,13 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.db.outbox().rescue_expired().await.expect("rescue");
     let outcome = h.drain().await;
-    assert_eq!((outcome.applied, outcome.dead), (40, 0));
+    let dead: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(last_error, '') FROM batisync.outbox WHERE status = 'dead' LIMIT 3",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .expect("dead letters");
+    assert_eq!((outcome.applied, outcome.dead), (40, 0), "{dead:?}");
     assert_eq!(server.scalar(count).await, 40);
 
     // A move (2 hours later) and an un-validation.
@@ -931,15 +1197,15 @@ async fn the_heures_flow_writes_moves_and_removes_suivi_mo_rows_exactly_once() {
 }
 
 /// The chantiers flow end to end with the real source: SQL Server `ChantierDef` (Change
-/// Tracking) → poller → outbox → dispatcher → BatiSimply simulator; an edit and a
-/// delete made in SQL Server follow.
+/// Tracking where the server has it, else the snapshot diff) → poller → outbox →
+/// dispatcher → BatiSimply simulator; an edit and a delete made in SQL Server follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chantiers_flow_reads_chantier_def_and_keeps_projects_current() {
     use batisync::batisimply::sim::Faults;
     use batisync::flows::chantiers::{ChantiersSettings, Poller, SqlServerChantiers};
 
     let Some(url) = mssql_url() else { return };
-    let server = TestServer::new(&url, true).await;
+    let server = TestServer::new(&url).await;
     server.exec(SEED).await;
     let settings = ChantiersSettings {
         finished_states: vec!["T".into()],
@@ -983,6 +1249,249 @@ async fn the_chantiers_flow_reads_chantier_def_and_keeps_projects_current() {
     );
     assert_eq!(h.project("00000005").data.is_archived, Some(true));
     assert_eq!(h.projects_by_code().len(), 5, "no duplicate project");
+    drop(poller);
     h.finish().await;
     server.drop().await;
+}
+
+/// `Auto` takes the snapshot diff while Change Tracking is off, and switches to Change
+/// Tracking as soon as a DBA enables it; each change then carries its commit time
+/// where the login may read `sys.dm_tran_commit_table`.
+#[tokio::test]
+async fn auto_switches_to_change_tracking_once_enabled_and_events_carry_commit_times() {
+    let Some(url) = mssql_url() else { return };
+    let Some(server) = TestServer::with_change_tracking(&url).await else {
+        return;
+    };
+    server
+        .exec("ALTER TABLE dbo.ChantierDef DISABLE CHANGE_TRACKING")
+        .await;
+    server.exec(SEED).await;
+    let pg = TestDb::new().await;
+    let pool = Pool::new(server.settings.clone());
+    let mapping = load_mapping(&pool).await.expect("mapping");
+    let spec = &mapping.chantier;
+    let mut conn = pg.pool.acquire().await.expect("pg");
+    let off = capture(&pool, spec, CaptureStrategy::Auto, None, &mut conn)
+        .await
+        .expect("snapshot diff");
+    assert_eq!(off.strategy, Strategy::SnapshotDiff);
+
+    server
+        .exec("ALTER TABLE dbo.ChantierDef ENABLE CHANGE_TRACKING")
+        .await;
+    let on = capture(
+        &pool,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&off.next_cursor),
+        &mut conn,
+    )
+    .await
+    .expect("change tracking");
+    assert_eq!(on.strategy, Strategy::ChangeTracking);
+    assert!(
+        on.full_snapshot,
+        "a strategy change starts from a full read"
+    );
+
+    let before = chrono::Utc::now() - chrono::Duration::minutes(1);
+    server
+        .exec("UPDATE dbo.ChantierDef SET Etat = 'T' WHERE Code = '00000003'")
+        .await;
+    let next = capture(
+        &pool,
+        spec,
+        CaptureStrategy::Auto,
+        Some(&on.next_cursor),
+        &mut conn,
+    )
+    .await
+    .expect("incremental");
+    assert_eq!(
+        summary(&next.changes),
+        vec![("00000003".to_owned(), Operation::Upsert)]
+    );
+    let visible = batisync::batigest::read::commit_time_visible(&pool)
+        .await
+        .expect("probe");
+    let committed = next.changes[0].committed_at;
+    if visible {
+        let at = committed.expect("commit time read");
+        let after = chrono::Utc::now() + chrono::Duration::minutes(1);
+        assert!(at > before && at < after, "{at} is the commit time in UTC");
+    } else {
+        assert_eq!(committed, None);
+        println!("note: sys.dm_tran_commit_table not visible to this login: no commit time");
+    }
+    drop((conn, pool));
+    pg.drop().await;
+    server.drop().await;
+}
+
+/// A `SuiviMO` richer than the one batisync writes: an extra NOT NULL column without a
+/// default and a trigger. `check --describe` names every column and the blocking one;
+/// the mapping refuses to write until `[batigest.suivimo_defaults]` fills it; then rows
+/// are written with that value, and the trigger's own writes do not confuse the writer.
+#[tokio::test]
+async fn describe_names_the_schema_and_an_unfilled_not_null_column_blocks_until_a_default_is_set() {
+    use batisync::batigest::describe::{Unfilled, describe};
+    use batisync::batigest::settings::DefaultValue;
+
+    let Some(url) = mssql_url() else { return };
+    let server = TestServer::new(&url).await;
+    server
+        .exec(
+            "ALTER TABLE dbo.SuiviMO ADD Periode varchar(6) NOT NULL; \
+             ALTER TABLE dbo.SuiviMO ADD Commentaire varchar(60) NULL; \
+             CREATE TABLE dbo.SuiviMOJournal (Id int IDENTITY(1, 1) NOT NULL PRIMARY KEY, \
+               CodeChantier varchar(8) NOT NULL, Quand datetime NOT NULL DEFAULT GETDATE());",
+        )
+        .await;
+    server
+        .exec(
+            "CREATE TRIGGER dbo.trg_SuiviMO_Journal ON dbo.SuiviMO AFTER INSERT, UPDATE AS \
+             BEGIN INSERT INTO dbo.SuiviMOJournal (CodeChantier) SELECT CodeChantier FROM inserted; END",
+        )
+        .await;
+
+    let described = describe(&server.settings).await.expect("describe");
+    let text = described.to_string();
+    let ledger = described
+        .tables
+        .iter()
+        .find(|t| t.name == "dbo.SuiviMO")
+        .expect("SuiviMO described");
+    let names: Vec<&str> = ledger.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Id",
+            "CodeChantier",
+            "CodeSalarie",
+            "Date",
+            "NbH0",
+            "NbH1",
+            "NbH2",
+            "NbH3",
+            "NbH4",
+            "Periode",
+            "Commentaire"
+        ],
+        "{text}"
+    );
+    let column = |name: &str| {
+        ledger
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .expect("column")
+    };
+    assert!(column("Id").identity && !column("Id").nullable, "{text}");
+    assert_eq!(column("CodeChantier").sql_type, "varchar(8)", "{text}");
+    assert_eq!(column("NbH0").sql_type, "decimal(9,4)", "{text}");
+    assert!(column("NbH1").default.is_some(), "{text}");
+    assert_eq!(column("Periode").sql_type, "varchar(6)", "{text}");
+    assert!(!column("Periode").nullable && column("Periode").default.is_none());
+    assert_eq!(column("NbH0").mapped_as.as_deref(), Some("suivi_mo.hours"));
+    assert!(
+        ledger.keys.as_ref().is_ok_and(|k| k
+            .iter()
+            .any(|k| k.starts_with("PRIMARY KEY") && k.to_lowercase().ends_with("(id)"))),
+        "{text}"
+    );
+    match &ledger.triggers {
+        Ok(triggers) => assert!(
+            triggers.iter().any(|t| t
+                .to_lowercase()
+                .starts_with("trg_suivimo_journal (after insert")),
+            "{text}"
+        ),
+        Err(why) => println!("note: this server does not list triggers: {why}"),
+    }
+    let chantier = described
+        .tables
+        .iter()
+        .find(|t| t.name == "dbo.ChantierDef")
+        .expect("ChantierDef described");
+    assert_eq!(chantier.columns.len(), 10, "{text}");
+    assert!(!chantier.change_tracking.is_empty());
+    assert_eq!(described.blocking(), ["Periode"], "{text}");
+    assert!(
+        described
+            .ledger_unfilled
+            .contains(&("Commentaire".into(), Unfilled::Null))
+    );
+    assert!(text.contains("BLOCKING"), "{text}");
+
+    // The mapping refuses to write while Periode is unfilled...
+    let pool = Pool::new(server.settings.clone());
+    let refused = load_mapping(&pool).await.expect_err("blocking column");
+    assert!(refused.to_string().contains("SuiviMO.Periode"), "{refused}");
+    drop(pool);
+
+    // ...and writes with the configured value once it is set.
+    let mut settings = server.settings.clone();
+    settings
+        .suivimo_defaults
+        .insert("Periode".into(), DefaultValue::Text("202611".into()));
+    let described = describe(&settings).await.expect("describe");
+    assert!(described.blocking().is_empty(), "{described}");
+    let pool = Arc::new(Pool::new(settings));
+    let mapping = load_mapping(&pool).await.expect("mapping with the default");
+    let ledger = SqlServerLedger::open(pool.clone(), &mapping.ledger)
+        .await
+        .expect("ledger");
+    let first = slot_row("00000001", 8, 90, false);
+    let report = ledger.apply(&write(None, &first)).await.expect("insert");
+    assert_eq!(report.decision, Decision::Insert);
+    let moved = slot_row("00000002", 9, 30, true);
+    assert_eq!(
+        ledger
+            .apply(&write(Some(&first), &moved))
+            .await
+            .expect("move")
+            .decision,
+        Decision::Move
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT COUNT(*) FROM dbo.SuiviMO WHERE Periode = '202611' AND CodeChantier = '00000002'")
+            .await,
+        1
+    );
+    assert_eq!(
+        server
+            .scalar("SELECT COUNT(*) FROM dbo.SuiviMOJournal")
+            .await,
+        2,
+        "the trigger ran"
+    );
+    drop((ledger, pool));
+    server.drop().await;
+}
+
+/// TDS 8 strict encryption either works, or `check` fails at the TLS step with a message
+/// that says what to set instead: never a confusing protocol error.
+#[tokio::test]
+async fn strict_encryption_works_or_check_explains_how_to_connect_instead() {
+    let Some(url) = mssql_url() else { return };
+    let settings = BatigestSettings {
+        encryption: Encryption::Strict,
+        trust_server_certificate: true,
+        connect_timeout_ms: 5_000,
+        ..settings_from_ado(&url, "master")
+    };
+    let report = check_sqlserver(&settings).await;
+    if report.is_ok() {
+        return;
+    }
+    let failed = report.steps.last().expect("steps");
+    assert!(
+        matches!(failed.name.as_str(), "tls" | "connection"),
+        "{report}"
+    );
+    let failure = failed.failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("encryption = \"required\""), "{report}");
+    println!("note: TDS 8 strict refused by this server: {failure}");
 }

@@ -4,7 +4,6 @@
 --
 -- Rights granted, and nothing else:
 --   * SELECT on ChantierDef and Salarie (read-only sources);
---   * VIEW CHANGE TRACKING on ChantierDef, Salarie and SuiviMO (change capture);
 --   * SELECT, INSERT, UPDATE, DELETE on SuiviMO (the hours ledger). SELECT is needed
 --     because batisync reads the row of a slot (with a lock) before rewriting it, and
 --     because UPDATE/DELETE with a WHERE clause require it.
@@ -23,8 +22,9 @@ DECLARE @sql nvarchar(max);
 
 IF NOT EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login)
 BEGIN
+    -- The password policy applies (CHECK_POLICY is ON by default on SQL Server).
     SET @sql = N'CREATE LOGIN ' + QUOTENAME(@login) + N' WITH PASSWORD = '
-        + QUOTENAME(@password, N'''') + N', CHECK_POLICY = ON, DEFAULT_DATABASE = '
+        + QUOTENAME(@password, N'''') + N', DEFAULT_DATABASE = '
         + QUOTENAME(DB_NAME()) + N';';
     EXEC sys.sp_executesql @sql;
 END;
@@ -41,10 +41,20 @@ DECLARE @salarie  nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'Salari
 DECLARE @ledger   nvarchar(300) = QUOTENAME(@schema) + N'.' + QUOTENAME(N'SuiviMO');
 DECLARE @who      nvarchar(300) = QUOTENAME(@login);
 
-SET @sql = N'GRANT SELECT, VIEW CHANGE TRACKING ON ' + @chantier + N' TO ' + @who + N';'
-    + N' GRANT SELECT, VIEW CHANGE TRACKING ON ' + @salarie + N' TO ' + @who + N';'
-    + N' GRANT SELECT, INSERT, UPDATE, DELETE, VIEW CHANGE TRACKING ON ' + @ledger + N' TO ' + @who + N';';
+SET @sql = N'GRANT SELECT ON ' + @chantier + N' TO ' + @who + N';'
+    + N' GRANT SELECT ON ' + @salarie + N' TO ' + @who + N';'
+    + N' GRANT SELECT, INSERT, UPDATE, DELETE ON ' + @ledger + N' TO ' + @who + N';';
 EXEC sys.sp_executesql @sql;
+
+-- VIEW CHANGE TRACKING is granted by sql/mssql/enable_change_tracking.sql (run it after
+-- this script where Change Tracking is wanted): servers without Change Tracking do not
+-- know that permission, and batisync reads them by snapshot diff.
+
+-- OPTIONAL, for "latest modification wins" with Change Tracking: the commit time of each
+-- change (sys.dm_tran_commit_table) needs VIEW SERVER STATE (SQL Server 2019 and
+-- earlier) or VIEW SERVER PERFORMANCE STATE (2022). Without it events carry no commit
+-- time. Server-level: run in master as a sysadmin.
+-- GRANT VIEW SERVER STATE TO [batisync];
 
 -- OPTIONAL, only for sites that set admin.allow_codebs_write = true (the console's
 -- Salariés page then writes an employee's BatiSimply id). Uncomment, and use the mapped

@@ -9,11 +9,14 @@
 --   2. Change Tracking on the database, with the retention and auto-cleanup below.
 --      If batisync is stopped longer than the retention, it re-reads the tables once.
 --   3. Change Tracking on ChantierDef, Salarie and SuiviMO (each needs a primary key).
+--   4. VIEW CHANGE TRACKING on them for batisync's login, when its user exists (run
+--      sql/mssql/create_batisync_login.sql first, or this script again after it).
 
 -- ===== Settings =====
 DECLARE @retention_days int     = 7;      -- CHANGE_RETENTION, in days
 DECLARE @auto_cleanup   bit     = 1;      -- AUTO_CLEANUP ON (1) or OFF (0)
 DECLARE @schema         sysname = N'dbo';
+DECLARE @login          sysname = N'batisync';   -- batisync's user in this database
 -- ====================
 
 DECLARE @sql nvarchar(max);
@@ -53,6 +56,17 @@ BEGIN
 END;
 CLOSE tables;
 DEALLOCATE tables;
+
+-- 4. batisync may read the changes.
+IF DATABASE_PRINCIPAL_ID(@login) IS NOT NULL
+BEGIN
+    SET @sql = N'GRANT VIEW CHANGE TRACKING ON ' + QUOTENAME(@schema) + N'.' + QUOTENAME(N'ChantierDef') + N' TO ' + QUOTENAME(@login) + N';'
+        + N' GRANT VIEW CHANGE TRACKING ON ' + QUOTENAME(@schema) + N'.' + QUOTENAME(N'Salarie') + N' TO ' + QUOTENAME(@login) + N';'
+        + N' GRANT VIEW CHANGE TRACKING ON ' + QUOTENAME(@schema) + N'.' + QUOTENAME(N'SuiviMO') + N' TO ' + QUOTENAME(@login) + N';';
+    EXEC sys.sp_executesql @sql;
+END
+ELSE
+    RAISERROR(N'Utilisateur %s absent : exécuter create_batisync_login.sql puis ce script à nouveau / user %s not found: run create_batisync_login.sql, then this script again', 10, 1, @login, @login);
 
 -- What is tracked now.
 SELECT OBJECT_SCHEMA_NAME(t.object_id) AS [schema], OBJECT_NAME(t.object_id) AS [table],

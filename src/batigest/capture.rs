@@ -27,6 +27,9 @@ pub struct Change {
     pub version: String,
     /// The change was made by batisync (our `CHANGE_TRACKING_CONTEXT`).
     pub own_write: bool,
+    /// When the change was committed on the source (Change Tracking with
+    /// `sys.dm_tran_commit_table` visible); `None` when the source cannot tell.
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 impl Change {
@@ -145,8 +148,11 @@ pub fn plan_change_tracking(cursor: Option<&Cursor>, min_valid: i64, current: i6
 }
 
 /// Change Tracking facts of one table, as the server reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CtState {
+    /// The server refused the Change Tracking probe (functions missing, permission
+    /// denied): its message. Every other field is then unknown.
+    pub probe_error: Option<String>,
     /// `CHANGE_TRACKING_MIN_VALID_VERSION`: `None` when tracking is off or invisible.
     pub min_valid_version: Option<i64>,
     /// `CHANGE_TRACKING_CURRENT_VERSION()`: `None` when off for the database.
@@ -158,20 +164,36 @@ pub struct CtState {
 }
 
 impl CtState {
+    /// A state for a server that refused the probe with `message`.
+    #[must_use]
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            probe_error: Some(message.into()),
+            ..Self::default()
+        }
+    }
+
     /// Why Change Tracking cannot be used, if it cannot (French / English).
     #[must_use]
-    pub fn unusable_because(&self) -> Option<&'static str> {
-        if self.current_version.is_none() {
-            Some("Change Tracking désactivé sur la base / Change Tracking is off for the database")
+    pub fn unusable_because(&self) -> Option<String> {
+        let reason = if let Some(message) = &self.probe_error {
+            return Some(format!(
+                "le serveur refuse les fonctions Change Tracking (absentes ou droit refusé) / \
+                 the server refuses the Change Tracking functions (missing or permission \
+                 denied): {message}"
+            ));
+        } else if self.current_version.is_none() {
+            "Change Tracking désactivé sur la base / Change Tracking is off for the database"
         } else if !self.can_view {
-            Some("droit VIEW CHANGE TRACKING manquant / VIEW CHANGE TRACKING permission missing")
+            "droit VIEW CHANGE TRACKING manquant / VIEW CHANGE TRACKING permission missing"
         } else if self.min_valid_version.is_none() {
-            Some("Change Tracking désactivé sur la table / Change Tracking is off for the table")
+            "Change Tracking désactivé sur la table / Change Tracking is off for the table"
         } else if !self.snapshot_isolation {
-            Some("ALLOW_SNAPSHOT_ISOLATION désactivé / ALLOW_SNAPSHOT_ISOLATION is off")
+            "ALLOW_SNAPSHOT_ISOLATION désactivé / ALLOW_SNAPSHOT_ISOLATION is off"
         } else {
-            None
-        }
+            return None;
+        };
+        Some(reason.to_owned())
     }
 }
 
@@ -179,16 +201,35 @@ impl CtState {
 ///
 /// # Errors
 /// Change Tracking forced by setting but unusable: the reason, to show as is.
-pub fn choose_strategy(
-    setting: CaptureStrategy,
-    state: &CtState,
-) -> Result<Strategy, &'static str> {
+pub fn choose_strategy(setting: CaptureStrategy, state: &CtState) -> Result<Strategy, String> {
     match (setting, state.unusable_because()) {
         (CaptureStrategy::SnapshotDiff, _) | (CaptureStrategy::Auto, Some(_)) => {
             Ok(Strategy::SnapshotDiff)
         }
         (_, None) => Ok(Strategy::ChangeTracking),
         (CaptureStrategy::ChangeTracking, Some(reason)) => Err(reason),
+    }
+}
+
+/// The strategy of a table in words, with why (for `check`, the console and the log):
+/// `Ok` when the capture can run, `Err` (what to do) when Change Tracking is forced but
+/// unusable.
+///
+/// # Errors
+/// Change Tracking forced by setting but unusable.
+pub fn strategy_summary(setting: CaptureStrategy, state: &CtState) -> Result<String, String> {
+    match choose_strategy(setting, state) {
+        Ok(Strategy::ChangeTracking) => Ok("Change Tracking".into()),
+        Ok(Strategy::SnapshotDiff) => Ok(format!(
+            "comparaison d'instantanés / snapshot diff ({})",
+            state
+                .unusable_because()
+                .unwrap_or_else(|| "capture = \"snapshot_diff\"".into())
+        )),
+        Err(reason) => Err(format!(
+            "{reason} : exécuter sql/mssql/enable_change_tracking.sql ou capture = \"auto\" / \
+             run sql/mssql/enable_change_tracking.sql or set capture = \"auto\""
+        )),
     }
 }
 
@@ -209,45 +250,111 @@ impl SnapshotDelta {
     }
 }
 
-/// Compares a full read with the hashes of the previous one.
+/// Compares a full read, page by page, with the hashes of the previous snapshot: only
+/// the hashes of the page's keys are needed, and only changed rows are kept, so memory
+/// is bounded by a page plus the changes (never the whole table).
+#[derive(Debug)]
+pub struct SnapshotComparer {
+    stamp: String,
+    changes: Vec<Change>,
+    delta: SnapshotDelta,
+    /// Rows read so far.
+    rows: u64,
+    /// Rows read whose key had a stored hash.
+    matched: u64,
+}
+
+impl SnapshotComparer {
+    /// A comparison whose versions carry the snapshot time `at`.
+    #[must_use]
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self {
+            stamp: at.to_rfc3339(),
+            changes: Vec::new(),
+            delta: SnapshotDelta::default(),
+            rows: 0,
+            matched: 0,
+        }
+    }
+
+    /// Compares one page; `stored` holds the previous hashes of (at least) its keys.
+    pub fn compare_page(&mut self, stored: &HashMap<String, String>, rows: Vec<SourceRow>) {
+        for row in rows {
+            self.rows += 1;
+            let hash = row.hash();
+            let previous = stored.get(&row.key);
+            if previous.is_some() {
+                self.matched += 1;
+            }
+            if previous == Some(&hash) {
+                continue;
+            }
+            self.delta.upserts.push((row.key.clone(), hash.clone()));
+            self.changes.push(Change {
+                key: row.key.clone(),
+                operation: Operation::Upsert,
+                version: format!("snapshot:{}:{hash}", self.stamp),
+                row: Some(row),
+                own_write: false,
+                committed_at: None,
+            });
+        }
+    }
+
+    /// Rows read so far.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// How many of `stored_total` stored keys the read did not meet: rows deleted since.
+    /// Zero means there is no delete to look for.
+    #[must_use]
+    pub fn missing(&self, stored_total: u64) -> u64 {
+        stored_total.saturating_sub(self.matched)
+    }
+
+    /// Records deletes of keys gone from the table.
+    pub fn add_deletes(&mut self, mut keys: Vec<String>) {
+        keys.sort();
+        for key in keys {
+            self.delta.deletes.push(key.clone());
+            self.changes.push(Change {
+                key,
+                operation: Operation::Delete,
+                row: None,
+                version: format!("snapshot:{}:deleted", self.stamp),
+                own_write: false,
+                committed_at: None,
+            });
+        }
+    }
+
+    /// The changes in read order (deletes last) and the hashes to record.
+    #[must_use]
+    pub fn finish(self) -> (Vec<Change>, SnapshotDelta) {
+        (self.changes, self.delta)
+    }
+}
+
+/// Compares a full read held in memory with the hashes of the previous one (tests and
+/// small tables; the capture streams pages through [`SnapshotComparer`]).
 #[must_use]
 pub fn diff_snapshot(
     previous: &HashMap<String, String>,
     rows: Vec<SourceRow>,
     at: DateTime<Utc>,
 ) -> (Vec<Change>, SnapshotDelta) {
-    let stamp = at.to_rfc3339();
-    let mut seen = HashSet::with_capacity(rows.len());
-    let mut changes = Vec::new();
-    let mut delta = SnapshotDelta::default();
-    for row in rows {
-        let hash = row.hash();
-        seen.insert(row.key.clone());
-        if previous.get(&row.key) == Some(&hash) {
-            continue;
-        }
-        delta.upserts.push((row.key.clone(), hash.clone()));
-        changes.push(Change {
-            key: row.key.clone(),
-            operation: Operation::Upsert,
-            version: format!("snapshot:{stamp}:{hash}"),
-            row: Some(row),
-            own_write: false,
-        });
-    }
-    let mut gone: Vec<&String> = previous.keys().filter(|k| !seen.contains(*k)).collect();
-    gone.sort();
-    for key in gone {
-        delta.deletes.push(key.clone());
-        changes.push(Change {
-            key: key.clone(),
-            operation: Operation::Delete,
-            row: None,
-            version: format!("snapshot:{stamp}:deleted"),
-            own_write: false,
-        });
-    }
-    (changes, delta)
+    let seen: HashSet<String> = rows.iter().map(|r| r.key.clone()).collect();
+    let mut comparer = SnapshotComparer::new(at);
+    comparer.compare_page(previous, rows);
+    let gone = previous
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
+    comparer.add_deletes(gone);
+    comparer.finish()
 }
 
 #[cfg(test)]
@@ -325,6 +432,7 @@ mod tests {
     #[test]
     fn strategy_is_change_tracking_only_when_fully_usable() {
         let usable = CtState {
+            probe_error: None,
             min_valid_version: Some(1),
             current_version: Some(9),
             can_view: true,
@@ -341,20 +449,21 @@ mod tests {
         for broken in [
             CtState {
                 current_version: None,
-                ..usable
+                ..usable.clone()
             },
             CtState {
                 can_view: false,
-                ..usable
+                ..usable.clone()
             },
             CtState {
                 min_valid_version: None,
-                ..usable
+                ..usable.clone()
             },
             CtState {
                 snapshot_isolation: false,
-                ..usable
+                ..usable.clone()
             },
+            CtState::refused("function change_tracking_min_valid_version(integer) does not exist"),
         ] {
             assert_eq!(
                 choose_strategy(CaptureStrategy::Auto, &broken),
@@ -414,6 +523,41 @@ mod tests {
         let later = Utc::now() + chrono::Duration::seconds(1);
         let again = diff_snapshot(&HashMap::new(), vec![row("1", "A")], later).0;
         assert_ne!(first[0].version, again[0].version);
+    }
+
+    #[test]
+    fn paged_comparison_counts_the_keys_it_met_so_deletes_are_looked_for_only_when_needed() {
+        let stored: HashMap<String, String> = [
+            ("1".to_owned(), row("1", "A").hash()),
+            ("2".to_owned(), row("2", "B").hash()),
+            ("3".to_owned(), row("3", "C").hash()),
+        ]
+        .into();
+        let mut comparer = SnapshotComparer::new(Utc::now());
+        comparer.compare_page(&stored, vec![row("1", "A"), row("2", "B2")]);
+        comparer.compare_page(&stored, vec![row("4", "D")]);
+        assert_eq!(comparer.rows(), 3);
+        assert_eq!(comparer.missing(3), 1, "key 3 was not met");
+        comparer.add_deletes(vec!["3".into()]);
+        let (changes, delta) = comparer.finish();
+        let summary: Vec<(&str, Operation)> = changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.operation))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("2", Operation::Upsert),
+                ("4", Operation::Upsert),
+                ("3", Operation::Delete)
+            ]
+        );
+        assert_eq!(delta.deletes, vec!["3".to_owned()]);
+
+        let mut unchanged = SnapshotComparer::new(Utc::now());
+        unchanged.compare_page(&stored, vec![row("1", "A"), row("2", "B"), row("3", "C")]);
+        assert_eq!(unchanged.missing(3), 0);
+        assert!(unchanged.finish().0.is_empty());
     }
 
     #[test]

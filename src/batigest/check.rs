@@ -4,12 +4,12 @@
 
 use std::fmt;
 
-use super::capture::{Strategy, choose_strategy};
+use super::capture::strategy_summary;
 use super::error::BatigestError;
 use super::pool::{Pool, connect};
 use super::read::read_ct_state;
 use super::schema::{Mapping, load_server_columns, verify_mapping};
-use super::settings::{BatigestSettings, CaptureStrategy, Encryption};
+use super::settings::{BatigestSettings, Encryption};
 use super::tsql;
 
 /// One checked item.
@@ -132,30 +132,11 @@ pub async fn check_sqlserver(settings: &BatigestSettings) -> SqlServerCheck {
         let result = read_ct_state(&pool, &spec.table.quoted())
             .await
             .map_err(|e| e.to_string());
-        let step = result.and_then(|state| strategy_detail(setting, &state));
+        let step = result.and_then(|state| strategy_summary(setting, &state));
         report.push(format!("change_tracking {}", spec.table), step);
     }
     report.push("permissions", check_permissions(&pool, &mapping).await);
     report
-}
-
-fn strategy_detail(
-    setting: CaptureStrategy,
-    state: &super::capture::CtState,
-) -> Result<String, String> {
-    match choose_strategy(setting, state) {
-        Ok(Strategy::ChangeTracking) => Ok("Change Tracking".into()),
-        Ok(Strategy::SnapshotDiff) => Ok(format!(
-            "comparaison d'instantanés / snapshot diff ({})",
-            state
-                .unusable_because()
-                .unwrap_or("capture = snapshot_diff")
-        )),
-        Err(reason) => Err(format!(
-            "{reason} : exécuter sql/mssql/enable_change_tracking.sql ou capture = \"auto\" / \
-             run sql/mssql/enable_change_tracking.sql or set capture = \"auto\""
-        )),
-    }
 }
 
 async fn check_columns(pool: &Pool, report: &mut SqlServerCheck) -> Option<Mapping> {

@@ -214,6 +214,7 @@ mod tests {
                 row: Some(salarie("B", Some(U2))),
                 version: "1".into(),
                 own_write: false,
+                committed_at: None,
             },
             Change {
                 key: "A".into(),
@@ -221,6 +222,7 @@ mod tests {
                 row: None,
                 version: "1".into(),
                 own_write: false,
+                committed_at: None,
             },
         ]);
         assert_eq!(map.lookup(U2), Ok("B"));

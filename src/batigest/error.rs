@@ -38,12 +38,16 @@ pub enum BatigestError {
     )]
     LoginFailed { user: String },
     #[error(
-        "base {database} introuvable ou inaccessible pour {user} (erreur 4060) : vérifier le \
+        "base {database} introuvable ou inaccessible pour {user} (erreur {code}) : vérifier le \
          nom du dossier et exécuter sql/mssql/create_batisync_login.sql / database {database} \
-         does not exist or {user} has no access to it (error 4060): check the dossier name \
+         does not exist or {user} has no access to it (error {code}): check the dossier name \
          and run sql/mssql/create_batisync_login.sql"
     )]
-    DatabaseUnavailable { database: String, user: String },
+    DatabaseUnavailable {
+        database: String,
+        user: String,
+        code: u32,
+    },
     #[error(
         "problème TLS avec {server} : certificat non reconnu ou chiffrement refusé ; pour un \
          certificat auto-signé renseigner trust_ca_path (ou trust_server_certificate = true), \
@@ -81,7 +85,7 @@ pub enum BatigestError {
     #[error("correspondance des colonnes / column mapping: {0}")]
     Mapping(String),
     #[error("Change Tracking inutilisable sur / unusable on {table}: {reason}")]
-    ChangeTrackingUnavailable { table: String, reason: &'static str },
+    ChangeTrackingUnavailable { table: String, reason: String },
     #[error("réponse inattendue du serveur / unexpected server answer: {0}")]
     Protocol(String),
     #[error("paramètre / setting: {0}")]
@@ -124,12 +128,15 @@ impl BatigestError {
     #[must_use]
     pub fn from_server_code(code: u32, message: &str, ctx: &ErrorContext) -> Self {
         match code {
-            18456 => Self::LoginFailed {
+            // 18452: a Windows login from a domain the server does not trust.
+            18456 | 18452 => Self::LoginFailed {
                 user: ctx.user.clone(),
             },
-            4060 | 916 => Self::DatabaseUnavailable {
+            // Cannot open the database (4060), it does not exist (911), no access (916).
+            4060 | 911 | 916 => Self::DatabaseUnavailable {
                 database: ctx.database.clone(),
                 user: ctx.user.clone(),
+                code,
             },
             3952 => Self::SnapshotIsolationOff,
             229 | 230 | 262 | 300 | 8189 => Self::PermissionDenied {
@@ -214,6 +221,15 @@ mod tests {
         assert!(login.to_string().contains("18456") && login.to_string().contains("mot de passe"));
         let db = BatigestError::from_server_code(4060, "Cannot open database", &c);
         assert!(db.to_string().contains("BTG_DOS_DEMO"));
+        let missing = BatigestError::from_server_code(911, "database does not exist", &c);
+        assert!(
+            matches!(
+                missing,
+                BatigestError::DatabaseUnavailable { code: 911, .. }
+            ),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("(error 911)"));
         assert!(matches!(
             BatigestError::from_server_code(3952, "", &c),
             BatigestError::SnapshotIsolationOff

@@ -276,10 +276,13 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    /// Worth retrying later.
+    /// Worth retrying later. A mapping the server refuses (a column missing, or a
+    /// NOT NULL column nobody fills) is fixed by an operator, not by the slot: its events
+    /// wait and are retried rather than dead-lettered.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Server(e) if e.is_transient())
+        matches!(self, Self::Server(e) if e.is_transient()
+            || matches!(e, BatigestError::Mapping(_) | BatigestError::Config(_)))
     }
 }
 

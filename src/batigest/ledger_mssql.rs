@@ -18,6 +18,7 @@ use super::ledger::{
 };
 use super::pool::{Client, Pool};
 use super::read::read_ct_state;
+use super::settings::DefaultValue;
 use super::spec::LedgerSpec;
 use super::tsql::{self, LedgerStatements};
 use super::value::Cell;
@@ -28,6 +29,18 @@ pub struct SqlServerLedger {
     statements: LedgerStatements,
     limits: LedgerLimits,
     context: Vec<u8>,
+    /// Values of the `[batigest.suivimo_defaults]` columns, in insert order.
+    extra: Vec<DefaultValue>,
+}
+
+/// A `[batigest.suivimo_defaults]` value as a statement parameter.
+fn default_param(value: &DefaultValue) -> &dyn tiberius::ToSql {
+    match value {
+        DefaultValue::Bool(b) => b,
+        DefaultValue::Int(i) => i,
+        DefaultValue::Float(f) => f,
+        DefaultValue::Text(t) => t,
+    }
 }
 
 fn flag(cell: &Cell) -> bool {
@@ -67,6 +80,7 @@ impl SqlServerLedger {
                 chantier_code_chars: spec.chantier_code_chars,
                 employee_code_chars: spec.employee_code_chars,
             },
+            extra: spec.extra.iter().map(|(_, v)| v.clone()).collect(),
             pool,
             context,
         }
@@ -106,15 +120,18 @@ impl SqlServerLedger {
 
     async fn insert(&self, client: &mut Client, row: &LedgerRow) -> Result<u64, BatigestError> {
         let (k, v) = (&row.key, &row.values);
-        let params: [&dyn tiberius::ToSql; 7] = [
-            &self.context.as_slice(),
-            &k.chantier.as_str(),
-            &k.employee.as_str(),
+        let (context, hours) = (self.context.as_slice(), hours_param(v.hours));
+        let (journey, meal) = (i32::from(v.journey), i32::from(v.meal));
+        let mut params: Vec<&dyn tiberius::ToSql> = vec![
+            &context,
+            &k.chantier,
+            &k.employee,
             &k.start,
-            &hours_param(v.hours),
-            &i32::from(v.journey),
-            &i32::from(v.meal),
+            &hours,
+            &journey,
+            &meal,
         ];
+        params.extend(self.extra.iter().map(default_param));
         self.pool
             .execute(client, &self.statements.insert, &params)
             .await

@@ -15,10 +15,13 @@
 //!   employee's BatiSimply id;
 //! - [`ledger`] (the pure decision and the simulated [`MemoryLedger`]) and
 //!   [`ledger_mssql`] (the SQL Server writer);
-//! - [`check`]: the SQL Server step of `batisync check`.
+//! - [`check`]: the SQL Server step of `batisync check`; [`describe`]: `check --describe`,
+//!   the mapped tables as the server has them.
 
+pub mod bench;
 pub mod capture;
 pub mod check;
+pub mod describe;
 pub mod employee_write;
 pub mod employees;
 pub mod error;

@@ -36,7 +36,7 @@ pub fn tiberius_config(s: &BatigestSettings) -> Config {
     }
     config.database(&s.database);
     config.application_name(&s.application_name);
-    config.authentication(AuthMethod::sql_server(&s.user, s.password.expose_secret()));
+    config.authentication(auth_method(s));
     config.encryption(match s.encryption {
         Encryption::Strict => EncryptionLevel::Strict,
         Encryption::Required => EncryptionLevel::Required,
@@ -50,6 +50,21 @@ pub fn tiberius_config(s: &BatigestSettings) -> Config {
     config.handshake_timeout(Some(Duration::from_millis(s.connect_timeout_ms)));
     config.command_timeout(Some(Duration::from_millis(s.query_timeout_ms)));
     config
+}
+
+/// The login method. Windows methods exist only in Windows builds (tiberius' `winauth`,
+/// SSPI); elsewhere [`BatigestSettings::validate`] refuses them, and SQL Server
+/// authentication is used.
+fn auth_method(s: &BatigestSettings) -> AuthMethod {
+    match s.authentication {
+        #[cfg(windows)]
+        super::settings::Authentication::Windows => {
+            AuthMethod::windows(&s.user, s.password.expose_secret())
+        }
+        #[cfg(windows)]
+        super::settings::Authentication::Integrated => AuthMethod::Integrated,
+        _ => AuthMethod::sql_server(&s.user, s.password.expose_secret()),
+    }
 }
 
 /// `host\instance:port` for messages.
@@ -96,7 +111,22 @@ pub async fn connect(s: &BatigestSettings) -> Result<Client, BatigestError> {
         tcp.set_nodelay(true).map_err(|e| classify(e.into()))?;
         tiberius::Client::connect(config, tcp.compat_write())
             .await
-            .map_err(classify)
+            .map_err(|e| match e {
+                // TCP is up but the TLS-first handshake of TDS 8 failed: a server that
+                // does not speak strict encryption (before SQL Server 2022, or not
+                // configured for it) just closes or answers a prelogin.
+                tiberius::error::Error::Io { .. }
+                | tiberius::error::Error::Tls(_)
+                | tiberius::error::Error::Protocol(_)
+                    if s.encryption == Encryption::Strict =>
+                {
+                    BatigestError::Tls {
+                        server: server_label(s),
+                        detail: format!("TDS 8 strict: {e}"),
+                    }
+                }
+                other => classify(other),
+            })
     };
     tokio::time::timeout(Duration::from_millis(s.connect_timeout_ms), attempt)
         .await
@@ -265,7 +295,9 @@ impl Pool {
             .map_err(|e| self.work_error(e))
     }
 
-    /// Runs a parameterised statement that returns no rows; gives the rows affected.
+    /// Runs a parameterised statement that returns no rows; gives the rows affected by
+    /// its LAST statement. Triggers report their own writes before the statement that
+    /// fired them ends, so a trigger on the table never inflates the count (a sum would).
     ///
     /// # Errors
     /// The classified server or connection error.
@@ -279,7 +311,7 @@ impl Pool {
             .execute(sql, params)
             .await
             .map_err(|e| self.work_error(e))?;
-        Ok(result.total())
+        Ok(result.rows_affected().last().copied().unwrap_or(0))
     }
 
     /// Runs a parameter-less batch (transaction control).

@@ -6,7 +6,7 @@ use std::fmt;
 use super::error::BatigestError;
 use super::ident::{Ident, QualifiedTable};
 use super::pool::Pool;
-use super::settings::BatigestSettings;
+use super::settings::{BatigestSettings, DefaultValue};
 use super::spec::{LedgerSpec, MappedColumn, TableSpec, chantier_role as cr, salarie_role as sr};
 use super::tsql;
 
@@ -19,6 +19,26 @@ pub struct ServerColumn {
     pub data_type: String,
     /// Character length; -1 for `(max)`, `None` for non-text types.
     pub max_chars: Option<i32>,
+    /// NULL allowed.
+    pub nullable: bool,
+    /// The column has a `DEFAULT`.
+    pub has_default: bool,
+    /// `IDENTITY` or computed: the server fills it, an insert must not name it.
+    pub generated: bool,
+}
+
+impl ServerColumn {
+    /// An insert that does not name this column fails (NOT NULL, no default, not filled
+    /// by the server).
+    #[must_use]
+    pub fn required_on_insert(&self) -> bool {
+        let server_filled = self.generated
+            || matches!(
+                self.data_type.to_ascii_lowercase().as_str(),
+                "timestamp" | "rowversion"
+            );
+        !self.nullable && !self.has_default && !server_filled
+    }
 }
 
 /// Families of SQL types batisync can read or write.
@@ -342,10 +362,23 @@ fn resolve_ledger(r: &mut Resolver<'_>, s: &BatigestSettings) -> Option<LedgerSp
     let hours = col("suivi_mo.hours", &m.hours, Number, Length::Any);
     let journey = col("suivi_mo.journey", &m.journey, Number, Length::Any);
     let meal = col("suivi_mo.meal", &m.meal, Number, Length::Any);
+    let extra = resolve_defaults(r, s, &table);
+    let written: Vec<Option<&Ident>> = vec![
+        chantier.as_ref(),
+        employee.as_ref(),
+        date.as_ref(),
+        hours.as_ref(),
+        journey.as_ref(),
+        meal.as_ref(),
+    ];
+    let mut names: Vec<&str> = written.iter().flatten().map(|i| i.name()).collect();
+    names.extend(extra.iter().map(|(c, _)| c.name()));
+    report_unfilled(r, &table, &names);
     let (chantier, employee) = (chantier?, employee?);
     let chantier_code_chars = r.max_chars(&table, &chantier).unwrap_or(8).min(8);
     let employee_code_chars = r.max_chars(&table, &employee).unwrap_or(usize::MAX);
     Some(LedgerSpec {
+        extra,
         table,
         chantier,
         employee,
@@ -356,6 +389,107 @@ fn resolve_ledger(r: &mut Resolver<'_>, s: &BatigestSettings) -> Option<LedgerSp
         chantier_code_chars,
         employee_code_chars,
     })
+}
+
+/// The ledger columns of `[batigest.suivimo_defaults]`, each checked: it exists, the
+/// server does not fill it itself, and the value fits its type.
+fn resolve_defaults(
+    r: &mut Resolver<'_>,
+    s: &BatigestSettings,
+    table: &QualifiedTable,
+) -> Vec<(Ident, DefaultValue)> {
+    let mut extra = Vec::new();
+    for (name, value) in &s.suivimo_defaults {
+        let label = format!("{table}.{name}");
+        let in_table: Vec<&ServerColumn> = r
+            .server
+            .iter()
+            .filter(|c| c.table == table.table.name())
+            .collect();
+        let Ok(column) = Ident::resolve(name, in_table.iter().map(|c| c.column.as_str())) else {
+            r.problem(
+                label,
+                "suivimo_defaults",
+                "colonne introuvable / column does not exist".into(),
+                true,
+            );
+            continue;
+        };
+        let Some(found) = in_table.iter().find(|c| c.column == column.name()) else {
+            continue;
+        };
+        if let Err(message) = default_fits(found, value) {
+            r.problem(label, "suivimo_defaults", message, true);
+            continue;
+        }
+        extra.push((column, value.clone()));
+    }
+    extra
+}
+
+/// Whether `value` can be written into `column` (French / English reason if not).
+fn default_fits(column: &ServerColumn, value: &DefaultValue) -> Result<(), String> {
+    if column.generated {
+        return Err(
+            "colonne remplie par le serveur (IDENTITY ou calculée) / column filled \
+                    by the server (IDENTITY or computed)"
+                .into(),
+        );
+    }
+    let family = Family::of(&column.data_type);
+    let fits = match (family, value) {
+        (Some(Family::Text), DefaultValue::Text(text)) => {
+            let chars = i32::try_from(text.chars().count()).unwrap_or(i32::MAX);
+            match column.max_chars.filter(|n| *n > 0) {
+                Some(max) if chars > max => {
+                    return Err(format!(
+                        "{chars} caractères pour {max} au plus / {chars} characters, the \
+                         column holds {max}"
+                    ));
+                }
+                _ => true,
+            }
+        }
+        (Some(Family::Number), DefaultValue::Int(_) | DefaultValue::Float(_)) => true,
+        (Some(Family::Number), DefaultValue::Bool(_)) => {
+            column.data_type.eq_ignore_ascii_case("bit")
+        }
+        (Some(Family::Date), DefaultValue::Text(_)) => true,
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "la valeur {value} ne convient pas au type {} / value {value} does not fit type {}",
+            column.data_type, column.data_type
+        ))
+    }
+}
+
+/// Ledger columns nobody fills although an insert needs them: fatal, with the fix.
+fn report_unfilled(r: &mut Resolver<'_>, table: &QualifiedTable, written: &[&str]) {
+    let unfilled: Vec<String> = r
+        .server
+        .iter()
+        .filter(|c| c.table == table.table.name() && c.required_on_insert())
+        .filter(|c| !written.iter().any(|w| w.eq_ignore_ascii_case(&c.column)))
+        .map(|c| c.column.clone())
+        .collect();
+    for column in unfilled {
+        let message = format!(
+            "NOT NULL sans valeur par défaut et non écrite par batisync : chaque insertion \
+             échouerait ; donner une valeur dans [batigest.suivimo_defaults] ({column} = …) / \
+             NOT NULL without a default and not written by batisync: every insert would \
+             fail; give a value in [batigest.suivimo_defaults] ({column} = …)"
+        );
+        r.problem(
+            format!("{table}.{column}"),
+            "suivimo_defaults",
+            message,
+            true,
+        );
+    }
 }
 
 /// Reads the columns of the three mapped tables.
@@ -390,6 +524,9 @@ pub async fn load_server_columns(pool: &Pool) -> Result<Vec<ServerColumn>, Batig
                     column: row.get::<&str, _>(1).unwrap_or_default().to_owned(),
                     data_type: row.get::<&str, _>(2).unwrap_or_default().to_owned(),
                     max_chars: row.get::<i32, _>(3),
+                    nullable: row.get::<i32, _>(4) != Some(0),
+                    has_default: row.get::<i32, _>(5) == Some(1),
+                    generated: row.get::<i32, _>(6) == Some(1),
                 })
                 .collect())
         })

@@ -4,6 +4,7 @@
 //! Defaults follow `shared/DOMAIN.md` §1. An empty column name means "not mapped"
 //! (only allowed for optional columns, see [`BatigestSettings::validate`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
@@ -24,6 +25,21 @@ pub enum Encryption {
     Off,
 }
 
+/// How batisync logs in to SQL Server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authentication {
+    /// SQL Server authentication (`user` and `password`; mixed mode on the server).
+    #[default]
+    Sql,
+    /// Windows authentication with an explicit account (`user` = `DOMAIN\name`,
+    /// `password`), through SSPI: Windows builds only.
+    Windows,
+    /// The Windows account batisync runs as (a service account), through SSPI: Windows
+    /// builds only.
+    Integrated,
+}
+
 /// How changes of a table are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,6 +51,29 @@ pub enum CaptureStrategy {
     ChangeTracking,
     /// Always read the whole table and compare row hashes kept in PostgreSQL.
     SnapshotDiff,
+}
+
+/// A constant batisync writes into an extra `SuiviMO` column when it inserts a row
+/// (`[batigest.suivimo_defaults]`), for columns a dossier requires and batisync does
+/// not otherwise fill. Checked against the column's type when the mapping is verified.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DefaultValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for DefaultValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Text(t) => write!(f, "{t:?}"),
+        }
+    }
 }
 
 /// Connection to the Batigest dossier and the column mapping.
@@ -51,7 +90,11 @@ pub struct BatigestSettings {
     pub database: String,
     /// Database schema holding the Batigest tables.
     pub schema: String,
-    /// SQL login batisync connects as (see `sql/mssql/create_batisync_login.sql`).
+    /// `sql` (SQL Server login), `windows` (a Windows account) or `integrated` (the
+    /// account batisync runs as); the last two only in Windows builds.
+    pub authentication: Authentication,
+    /// SQL login batisync connects as (see `sql/mssql/create_batisync_login.sql`), or
+    /// `DOMAIN\name` with `authentication = "windows"`.
     pub user: String,
     /// Password of that login; prefer `password_file` or `BATISYNC__BATIGEST__PASSWORD`.
     pub password: SecretString,
@@ -74,6 +117,9 @@ pub struct BatigestSettings {
     pub max_attempts: u32,
     /// Rows read per page by snapshot reads.
     pub snapshot_page_rows: u32,
+    /// Shortest time between two snapshot-diff reads of a table (each reads the whole
+    /// table), in milliseconds. Change Tracking polls keep `poll_interval_ms`.
+    pub snapshot_interval_ms: u64,
     /// Bytes sent as `CHANGE_TRACKING_CONTEXT` with every write batisync makes.
     pub change_context: String,
     /// Job sites (`ChantierDef`).
@@ -82,6 +128,9 @@ pub struct BatigestSettings {
     pub salarie: SalarieColumns,
     /// Labour-hours ledger (`SuiviMO`).
     pub suivi_mo: SuiviMoColumns,
+    /// Constant values for extra `SuiviMO` columns, written on insert (column name →
+    /// value); `batisync check --describe` lists the columns that need one.
+    pub suivimo_defaults: BTreeMap<String, DefaultValue>,
 }
 
 impl Default for BatigestSettings {
@@ -92,6 +141,7 @@ impl Default for BatigestSettings {
             instance: None,
             database: String::new(),
             schema: "dbo".into(),
+            authentication: Authentication::Sql,
             user: "batisync".into(),
             password: SecretString::default(),
             encryption: Encryption::Required,
@@ -103,10 +153,12 @@ impl Default for BatigestSettings {
             pool_size: 4,
             max_attempts: 3,
             snapshot_page_rows: 1_000,
+            snapshot_interval_ms: 30_000,
             change_context: "batisync".into(),
             chantier: ChantierColumns::default(),
             salarie: SalarieColumns::default(),
             suivi_mo: SuiviMoColumns::default(),
+            suivimo_defaults: BTreeMap::new(),
         }
     }
 }
@@ -240,10 +292,19 @@ impl BatigestSettings {
                 "give the instance name only (SAGEBAT), the host goes in `host`",
             ));
         }
+        if self.authentication != Authentication::Sql && !cfg!(windows) {
+            return Err(SettingsError::invalid(
+                key("authentication"),
+                "l'authentification Windows n'existe que dans la version Windows de batisync ; \
+                 utiliser authentication = \"sql\" / Windows authentication exists only in the \
+                 Windows build of batisync; use authentication = \"sql\"",
+            ));
+        }
         for (name, value) in [
             ("pool_size", u64::from(self.pool_size)),
             ("max_attempts", u64::from(self.max_attempts)),
             ("snapshot_page_rows", u64::from(self.snapshot_page_rows)),
+            ("snapshot_interval_ms", self.snapshot_interval_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("query_timeout_ms", self.query_timeout_ms),
         ] {
@@ -297,6 +358,22 @@ impl BatigestSettings {
                 return Err(SettingsError::invalid(
                     format!("{section}.suivi_mo"),
                     format!("column {a:?} is mapped twice"),
+                ));
+            }
+        }
+        for column in self.suivimo_defaults.keys() {
+            let key = format!("{section}.suivimo_defaults.{column}");
+            if !super::ident::is_plain_identifier(column) {
+                return Err(SettingsError::invalid(
+                    key,
+                    "n'est pas un nom de colonne simple / is not a plain column name",
+                ));
+            }
+            if written.iter().any(|w| w.eq_ignore_ascii_case(column)) {
+                return Err(SettingsError::invalid(
+                    key,
+                    "colonne déjà écrite par batisync (batigest.suivi_mo) / column already \
+                     written by batisync (batigest.suivi_mo)",
                 ));
             }
         }
@@ -376,6 +453,23 @@ mod tests {
         assert_eq!(s.password.expose_secret(), "pw");
         assert!(!format!("{s:?}").contains("\"pw\""));
         assert!(toml::from_str::<BatigestSettings>("[chantier]\ncode_column = \"x\"").is_err());
+        let s: BatigestSettings = toml::from_str(
+            "[suivimo_defaults]\nPeriode = \"202611\"\nNbH1 = 0\nTaux = 1.5\nValide = true",
+        )
+        .expect("defaults");
+        assert_eq!(
+            s.suivimo_defaults.get("Periode"),
+            Some(&DefaultValue::Text("202611".into()))
+        );
+        assert_eq!(s.suivimo_defaults.get("NbH1"), Some(&DefaultValue::Int(0)));
+        assert_eq!(
+            s.suivimo_defaults.get("Taux"),
+            Some(&DefaultValue::Float(1.5))
+        );
+        assert_eq!(
+            s.suivimo_defaults.get("Valide"),
+            Some(&DefaultValue::Bool(true))
+        );
     }
 
     #[test]
@@ -398,9 +492,19 @@ mod tests {
         assert!(s.validate("batigest").is_err());
 
         let mut s = valid();
+        s.authentication = Authentication::Integrated;
+        assert_eq!(s.validate("batigest").is_ok(), cfg!(windows));
+
+        let mut s = valid();
         s.trust_ca_path = Some("/nonexistent/ca.pem".into());
         let err = s.validate("batigest").expect_err("missing CA").to_string();
         assert!(err.contains("batigest.trust_ca_path"), "{err}");
+
+        let mut s = valid();
+        s.suivimo_defaults
+            .insert("NbH0".into(), DefaultValue::Int(0));
+        let err = s.validate("batigest").expect_err("written").to_string();
+        assert!(err.contains("batigest.suivimo_defaults.NbH0"), "{err}");
 
         let mut s = valid();
         s.chantier.label = String::new();

@@ -46,7 +46,7 @@ pub struct TableSpec {
 }
 
 /// The ledger (`SuiviMO`) as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LedgerSpec {
     /// The table.
     pub table: QualifiedTable,
@@ -66,6 +66,8 @@ pub struct LedgerSpec {
     pub chantier_code_chars: usize,
     /// Longest employee code the column holds.
     pub employee_code_chars: usize,
+    /// Extra columns written on insert with a constant (`[batigest.suivimo_defaults]`).
+    pub extra: Vec<(Ident, super::settings::DefaultValue)>,
 }
 
 #[cfg(test)]
@@ -117,6 +119,7 @@ pub(crate) mod tests {
             meal: ident("NbH4"),
             chantier_code_chars: 8,
             employee_code_chars: 10,
+            extra: Vec::new(),
         }
     }
 

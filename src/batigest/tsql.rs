@@ -16,12 +16,55 @@ pub(crate) const PING: &str = "SELECT 1";
 pub(crate) const SESSION_INFO: &str = "SELECT DB_NAME() AS database_name, \
      CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version";
 
-/// Columns of the mapped tables (existence, type family, length).
-pub(crate) const TABLE_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, \
-     CAST(CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars \
-     FROM INFORMATION_SCHEMA.COLUMNS \
-     WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME IN (@P2, @P3, @P4) \
-     ORDER BY TABLE_NAME, ORDINAL_POSITION";
+/// Columns of the mapped tables (existence, type family, length, and what an insert
+/// must fill: nullability, default, identity or computed).
+pub(crate) const TABLE_COLUMNS: &str = "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, \
+     CAST(c.CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars, \
+     CASE WHEN c.IS_NULLABLE = 'NO' THEN 0 ELSE 1 END AS nullable, \
+     CASE WHEN c.COLUMN_DEFAULT IS NULL THEN 0 ELSE 1 END AS has_default, \
+     CAST(ISNULL(sc.is_identity, 0) | ISNULL(sc.is_computed, 0) AS int) AS generated \
+     FROM INFORMATION_SCHEMA.COLUMNS AS c \
+     LEFT JOIN sys.columns AS sc \
+       ON sc.object_id = OBJECT_ID(QUOTENAME(c.TABLE_SCHEMA) + '.' + QUOTENAME(c.TABLE_NAME)) \
+      AND sc.name = c.COLUMN_NAME \
+     WHERE c.TABLE_SCHEMA = @P1 AND c.TABLE_NAME IN (@P2, @P3, @P4) \
+     ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION";
+
+/// `check --describe`: every column of one table (`@P1` schema, `@P2` table, `@P3`
+/// `[schema].[table]`) with type, nullability, default, identity and computed.
+pub(crate) const DESCRIBE_COLUMNS: &str = "SELECT c.COLUMN_NAME, c.DATA_TYPE, \
+     CAST(c.CHARACTER_MAXIMUM_LENGTH AS int) AS max_chars, \
+     CAST(c.NUMERIC_PRECISION AS int) AS numeric_precision, \
+     CAST(c.NUMERIC_SCALE AS int) AS numeric_scale, \
+     CASE WHEN c.IS_NULLABLE = 'NO' THEN 0 ELSE 1 END AS nullable, \
+     CAST(c.COLUMN_DEFAULT AS nvarchar(4000)) AS column_default, \
+     CAST(ISNULL(sc.is_identity, 0) AS int) AS is_identity, \
+     CAST(ISNULL(sc.is_computed, 0) AS int) AS is_computed \
+     FROM INFORMATION_SCHEMA.COLUMNS AS c \
+     LEFT JOIN sys.columns AS sc ON sc.object_id = OBJECT_ID(@P3) AND sc.name = c.COLUMN_NAME \
+     WHERE c.TABLE_SCHEMA = @P1 AND c.TABLE_NAME = @P2 \
+     ORDER BY c.ORDINAL_POSITION";
+
+/// `check --describe`: primary key and unique constraints (`@P1` schema, `@P2` table).
+pub(crate) const DESCRIBE_KEYS: &str = "SELECT tc.CONSTRAINT_NAME, tc.CONSTRAINT_TYPE, \
+     k.COLUMN_NAME \
+     FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS AS tc \
+     JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE AS k \
+       ON k.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = tc.CONSTRAINT_NAME \
+     WHERE tc.TABLE_SCHEMA = @P1 AND tc.TABLE_NAME = @P2 \
+       AND tc.CONSTRAINT_TYPE IN ('PRIMARY KEY', 'UNIQUE') \
+     ORDER BY tc.CONSTRAINT_TYPE, tc.CONSTRAINT_NAME, k.ORDINAL_POSITION";
+
+/// `check --describe`: triggers of one table (`@P1` = `[schema].[table]`) and their
+/// events.
+pub(crate) const DESCRIBE_TRIGGERS: &str = "SELECT t.name, \
+     CAST(t.is_disabled AS int) AS is_disabled, \
+     CAST(t.is_instead_of_trigger AS int) AS is_instead_of, \
+     CAST(e.type_desc AS nvarchar(60)) AS event \
+     FROM sys.triggers AS t \
+     LEFT JOIN sys.trigger_events AS e ON e.object_id = t.object_id \
+     WHERE t.parent_id = OBJECT_ID(@P1) \
+     ORDER BY t.name, e.type_desc";
 
 /// Change Tracking state of one table (`@P1` = `[schema].[table]`). The minimum valid
 /// version is NULL when tracking is off for the table or not visible to us.
@@ -56,13 +99,30 @@ pub(crate) const CHANGE_TRACKING_VERSIONS: &str = "SELECT \
      CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS min_valid_version";
 
 /// Net changes since `@P1` (the stored version). The row is absent (`__exists` = 0)
-/// when it was deleted: a delete carries only the key.
+/// when it was deleted: a delete carries only the key. `{commit_select}` and
+/// `{commit_join}` are [`COMMIT_TIME_SELECT`] and [`COMMIT_TIME_JOIN`] where the server
+/// lets us read `sys.dm_tran_commit_table`, else [`NO_COMMIT_TIME_SELECT`] and nothing.
 pub(crate) const CHANGES_SINCE: &str = "SELECT ct.SYS_CHANGE_VERSION AS [__version], \
      ct.SYS_CHANGE_OPERATION AS [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], \
-     ct.{key} AS [__key], CASE WHEN t.{key} IS NULL THEN 0 ELSE 1 END AS [__exists], {columns} \
+     ct.{key} AS [__key], CASE WHEN t.{key} IS NULL THEN 0 ELSE 1 END AS [__exists], \
+     {commit_select}, {columns} \
      FROM CHANGETABLE(CHANGES {table}, @P1) AS ct \
-     LEFT JOIN {table} AS t ON t.{key} = ct.{key} \
+     LEFT JOIN {table} AS t ON t.{key} = ct.{key}{commit_join} \
      ORDER BY ct.SYS_CHANGE_VERSION, ct.{key}";
+
+/// The commit time of a change (server local time brought to UTC with the server's
+/// current offset), from the commit table Change Tracking versions point into.
+pub(crate) const COMMIT_TIME_SELECT: &str = "DATEADD(minute, \
+     -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()), tc.commit_time) AS [__committed_at]";
+/// The join that [`COMMIT_TIME_SELECT`] reads.
+pub(crate) const COMMIT_TIME_JOIN: &str =
+    " LEFT JOIN sys.dm_tran_commit_table AS tc ON tc.commit_ts = ct.SYS_CHANGE_VERSION";
+/// No commit time visible: the events carry none.
+pub(crate) const NO_COMMIT_TIME_SELECT: &str = "CAST(NULL AS datetime2) AS [__committed_at]";
+
+/// Does the server let us read commit times (`VIEW SERVER STATE` on SQL Server)?
+pub(crate) const COMMIT_TIME_PROBE: &str =
+    "SELECT TOP (0) commit_ts, commit_time FROM sys.dm_tran_commit_table";
 
 /// First page of a keyset-paginated full read (`@P1` = page size).
 pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
@@ -71,6 +131,11 @@ pub(crate) const FIRST_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {colum
 /// Next page after key `@P2` (`@P1` = page size).
 pub(crate) const NEXT_PAGE: &str = "SELECT TOP (@P1) t.{key} AS [__key], {columns} \
      FROM {table} AS t WHERE t.{key} > @P2 ORDER BY t.{key}";
+
+/// Which of `{params}` (`@P1, @P2, ...`: stored keys of the previous snapshot) still
+/// exist: a snapshot diff looks for deletes with it only when some key was not met.
+pub(crate) const KEYS_PRESENT: &str =
+    "SELECT t.{key} AS [__key] FROM {table} AS t WHERE t.{key} IN ({params})";
 
 /// One ledger write: errors abort and roll back the whole transaction (on any failure the
 /// connection is also dropped, which rolls back whatever is still open).
@@ -97,9 +162,10 @@ pub(crate) const LEDGER_UPDATE: &str = "UPDATE {table} WITH (UPDLOCK, HOLDLOCK) 
      {hours} = @P8, {journey} = @P9, {meal} = @P10 \
      WHERE {chantier} = @P2 AND {employee} = @P3 AND {date} = @P4";
 
-/// Inserts a row when the update touched none.
-pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}) \
-     VALUES (@P2, @P3, @P4, @P5, @P6, @P7)";
+/// Inserts a row when the update touched none; `{extra_columns}` / `{extra_values}` are
+/// the `[batigest.suivimo_defaults]` columns and their parameters `@P8...`.
+pub(crate) const LEDGER_INSERT: &str = "INSERT INTO {table} ({chantier}, {employee}, {date}, {hours}, {journey}, {meal}{extra_columns}) \
+     VALUES (@P2, @P3, @P4, @P5, @P6, @P7{extra_values})";
 
 /// Removes the row of a slot that is no longer eligible.
 pub(crate) const LEDGER_DELETE: &str =
@@ -136,9 +202,30 @@ fn table_parts(spec: &TableSpec) -> [(&'static str, String); 3] {
     ]
 }
 
-/// [`CHANGES_SINCE`] for a table.
-pub(crate) fn changes_since(spec: &TableSpec) -> String {
-    render(CHANGES_SINCE, &table_parts(spec))
+/// [`CHANGES_SINCE`] for a table, with the commit time when `commit_time` is true.
+pub(crate) fn changes_since(spec: &TableSpec, commit_time: bool) -> String {
+    let (select, join) = if commit_time {
+        (COMMIT_TIME_SELECT, COMMIT_TIME_JOIN)
+    } else {
+        (NO_COMMIT_TIME_SELECT, "")
+    };
+    let mut parts = table_parts(spec).to_vec();
+    parts.push(("commit_select", select.to_owned()));
+    parts.push(("commit_join", join.to_owned()));
+    render(CHANGES_SINCE, &parts)
+}
+
+/// [`KEYS_PRESENT`] for `count` keys (`@P1` to `@P{count}`).
+pub(crate) fn keys_present(spec: &TableSpec, count: usize) -> String {
+    let params: Vec<String> = (1..=count).map(|i| format!("@P{i}")).collect();
+    render(
+        KEYS_PRESENT,
+        &[
+            ("table", spec.table.quoted()),
+            ("key", spec.key.quoted()),
+            ("params", params.join(", ")),
+        ],
+    )
 }
 
 /// [`FIRST_PAGE`] for a table.
@@ -170,7 +257,17 @@ pub(crate) fn employee_set_batisimply_id(spec: &TableSpec) -> Option<String> {
 
 fn ledger_parts(spec: &LedgerSpec) -> Vec<(&'static str, String)> {
     let q = Ident::quoted;
+    let extra_columns: String = spec
+        .extra
+        .iter()
+        .map(|(column, _)| format!(", {}", column.quoted()))
+        .collect();
+    let extra_values: String = (0..spec.extra.len())
+        .map(|i| format!(", @P{}", i + 8))
+        .collect();
     vec![
+        ("extra_columns", extra_columns),
+        ("extra_values", extra_values),
         ("table", spec.table.quoted()),
         ("chantier", q(&spec.chantier)),
         ("employee", q(&spec.employee)),
@@ -211,15 +308,28 @@ mod tests {
 
     #[test]
     fn change_tracking_statement_joins_the_table_and_names_every_column() {
-        let sql = changes_since(&chantier_spec());
+        let sql = changes_since(&chantier_spec(), false);
         assert_eq!(
             sql,
             "SELECT ct.SYS_CHANGE_VERSION AS [__version], ct.SYS_CHANGE_OPERATION AS \
              [__operation], ct.SYS_CHANGE_CONTEXT AS [__context], ct.[Code] AS [__key], CASE \
-             WHEN t.[Code] IS NULL THEN 0 ELSE 1 END AS [__exists], t.[Code] AS [code], \
+             WHEN t.[Code] IS NULL THEN 0 ELSE 1 END AS [__exists], CAST(NULL AS datetime2) \
+             AS [__committed_at], t.[Code] AS [code], \
              t.[NomClient] AS [customer_name], t.[Etat] AS [state] FROM CHANGETABLE(CHANGES \
              [dbo].[ChantierDef], @P1) AS ct LEFT JOIN [dbo].[ChantierDef] AS t ON t.[Code] = \
              ct.[Code] ORDER BY ct.SYS_CHANGE_VERSION, ct.[Code]"
+        );
+        let timed = changes_since(&chantier_spec(), true);
+        assert!(
+            timed.contains(
+                "LEFT JOIN sys.dm_tran_commit_table AS tc ON tc.commit_ts = ct.SYS_CHANGE_VERSION \
+                 ORDER BY"
+            ),
+            "{timed}"
+        );
+        assert!(
+            timed.contains("tc.commit_time) AS [__committed_at]"),
+            "{timed}"
         );
     }
 
@@ -237,6 +347,11 @@ mod tests {
             "{next}"
         );
         assert!(!next.contains('{'), "{next}");
+        assert_eq!(
+            keys_present(&spec, 3),
+            "SELECT t.[Code] AS [__key] FROM [dbo].[ChantierDef] AS t WHERE t.[Code] IN \
+             (@P1, @P2, @P3)"
+        );
     }
 
     #[test]
@@ -267,6 +382,24 @@ mod tests {
         assert!(
             s.insert
                 .contains("([CodeChantier], [CodeSalarie], [Date], [NbH0], [NbH3], [NbH4])")
+        );
+        let mut with_defaults = ledger_spec();
+        with_defaults.extra = vec![
+            (
+                crate::batigest::spec::tests::ident("Periode"),
+                crate::batigest::settings::DefaultValue::Text("202611".into()),
+            ),
+            (
+                crate::batigest::spec::tests::ident("NbH1"),
+                crate::batigest::settings::DefaultValue::Int(0),
+            ),
+        ];
+        let insert = LedgerStatements::new(&with_defaults, false).insert;
+        assert!(
+            insert.ends_with(
+                "[NbH4], [Periode], [NbH1]) VALUES (@P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9)"
+            ),
+            "{insert}"
         );
         let plain = LedgerStatements::new(&ledger_spec(), false);
         assert!(

@@ -73,12 +73,45 @@ impl<L: LedgerWriter + 'static> Harness<L> {
         Self::build(settings, faults, ledger, None).await
     }
 
+    /// A real server's ledger: a write is several round trips, so a handler gets more
+    /// time than the in-memory default (a shared 2-core machine can be slow).
+    #[allow(dead_code)] // only the SQL Server tests use it
+    pub async fn with_server_ledger(
+        settings: HeuresSettings,
+        faults: Faults,
+        ledger: Arc<L>,
+    ) -> Self {
+        let dispatch = batisync::dispatch::DispatchSettings {
+            handler_timeout_ms: 30_000,
+            lease_ms: 60_000,
+            ..dispatch_settings()
+        };
+        Self::build_with(settings, faults, ledger, None, dispatch).await
+    }
+
     /// `modified_since`: the query parameter both the simulator and the client use.
     pub async fn build(
         settings: HeuresSettings,
         faults: Faults,
         ledger: Arc<L>,
         modified_since: Option<&str>,
+    ) -> Self {
+        Self::build_with(
+            settings,
+            faults,
+            ledger,
+            modified_since,
+            dispatch_settings(),
+        )
+        .await
+    }
+
+    async fn build_with(
+        settings: HeuresSettings,
+        faults: Faults,
+        ledger: Arc<L>,
+        modified_since: Option<&str>,
+        dispatch: batisync::dispatch::DispatchSettings,
     ) -> Self {
         let db = TestDb::new().await;
         let config = SimConfig {
@@ -119,7 +152,7 @@ impl<L: LedgerWriter + 'static> Harness<L> {
             FLOW,
             "test-worker".into(),
             handler.clone(),
-            dispatch_settings(),
+            dispatch,
             Wakers::default(),
         );
         Self {

@@ -8,6 +8,9 @@ fn col(table: &str, column: &str, data_type: &str, max_chars: Option<i32>) -> Se
         column: column.into(),
         data_type: data_type.into(),
         max_chars,
+        nullable: true,
+        has_default: false,
+        generated: false,
     }
 }
 
@@ -138,4 +141,61 @@ fn a_missing_table_is_reported() {
             .to_string()
             .starts_with("dbo.SuiviMO (batigest.suivi_mo.table)")
     );
+}
+
+fn required(table: &str, column: &str, data_type: &str, max_chars: Option<i32>) -> ServerColumn {
+    ServerColumn {
+        nullable: false,
+        ..col(table, column, data_type, max_chars)
+    }
+}
+
+#[test]
+fn a_not_null_ledger_column_nobody_fills_blocks_until_a_default_is_set() {
+    let mut columns = batigest();
+    columns.push(ServerColumn {
+        generated: true,
+        ..required("SuiviMO", "Id", "int", None)
+    });
+    columns.push(ServerColumn {
+        has_default: true,
+        ..required("SuiviMO", "NbH1", "decimal", None)
+    });
+    columns.push(required("SuiviMO", "Periode", "varchar", Some(6)));
+    let problems = verify_mapping(&settings(), &columns).expect_err("blocked");
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(
+        text[0].starts_with("dbo.SuiviMO.Periode (batigest.suivimo_defaults)")
+            && text[0].contains("NOT NULL"),
+        "{text:?}"
+    );
+
+    let mut s = settings();
+    s.suivimo_defaults
+        .insert("Periode".into(), DefaultValue::Text("2026111".into()));
+    let problems = verify_mapping(&s, &columns).expect_err("too long");
+    assert!(problems[0].message.contains("holds 6"), "{problems:?}");
+    s.suivimo_defaults
+        .insert("Periode".into(), DefaultValue::Int(202_611));
+    assert!(
+        verify_mapping(&s, &columns).is_err(),
+        "a number in a varchar"
+    );
+    s.suivimo_defaults
+        .insert("Periode".into(), DefaultValue::Text("202611".into()));
+    let mapping = verify_mapping(&s, &columns).expect("filled by the default");
+    assert_eq!(mapping.ledger.extra.len(), 1);
+    assert_eq!(mapping.ledger.extra[0].0.quoted(), "[Periode]");
+
+    s.suivimo_defaults.insert("Id".into(), DefaultValue::Int(1));
+    let problems = verify_mapping(&s, &columns).expect_err("identity");
+    assert!(
+        problems.iter().any(|p| p.message.contains("IDENTITY")),
+        "{problems:?}"
+    );
+    s.suivimo_defaults.clear();
+    s.suivimo_defaults
+        .insert("Absent".into(), DefaultValue::Int(1));
+    assert!(verify_mapping(&s, &columns).is_err());
 }

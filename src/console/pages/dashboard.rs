@@ -65,6 +65,8 @@ pub struct FlowCard {
     pub figures: FlowFigures,
     /// A full load (first run, resync) still being delivered.
     pub load: Option<LoadCard>,
+    /// How the source is read and why (Change Tracking or snapshot diff).
+    pub capture: Option<String>,
 }
 
 /// Progress of a running full load, as the card shows it.
@@ -134,6 +136,7 @@ pub async fn flow_cards(console: &Console) -> Result<Vec<FlowCard>, sqlx::Error>
                 last_error,
                 figures: f,
                 load: loads.remove(&flow),
+                capture: poll.capture.clone(),
                 flow,
             }
         })
@@ -231,6 +234,10 @@ fn flow_card(lang: Lang, c: &FlowCard) -> Markup {
                      @if c.sync_pending { " · " span.muted { (lang.t("synchronisation demandée", "sync requested")) } } }
                 dt { (lang.t("Dernière livraison", "Last delivery")) }
                 dd { (maybe_datetime(f.last_delivery_at)) }
+                @if let Some(capture) = &c.capture {
+                    dt { (lang.t("Lecture de la source", "Source capture")) }
+                    dd data-figure="capture" { (capture) }
+                }
             }
             @if let Some(load) = &c.load {
                 p.alert.info.small data-figure="load" {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -93,11 +92,13 @@ impl<S: ChangeSource> Poller<S> {
         tracing::Span::current().record("source", source.as_str());
         let mut conn = self.pool.acquire().await?;
         let cursor = load_cursor(&mut conn, &source).await?;
-        let batch = self.source.read(cursor.as_ref(), &mut conn).await?;
+        let batch = self.source.read(cursor.as_ref(), &mut conn).await;
+        self.control.set_capture(self.source.capture_mode());
+        let batch = batch?;
         if batch.changes.is_empty() && cursor.as_ref() == Some(&batch.next_cursor) {
             return Ok(PollReport::default());
         }
-        let (events, filtered) = to_events(&batch, &self.settings, Utc::now());
+        let (events, filtered) = to_events(&batch, &self.settings);
         let mut tx = conn.begin().await?;
         let advance = CursorAdvance {
             source: &source,
@@ -162,17 +163,15 @@ impl<S: ChangeSource> Poll for Poller<S> {
     }
 }
 
-/// The events of a batch, and how many changes the state filter left out.
+/// The events of a batch, and how many changes the state filter left out. An event's
+/// `source_modified_at` is the change's commit time where the source knows it (Change
+/// Tracking with `sys.dm_tran_commit_table` readable), never the poll time.
 #[must_use]
-pub fn to_events(
-    batch: &CaptureBatch,
-    settings: &ChantiersSettings,
-    now: DateTime<Utc>,
-) -> (Vec<NewEvent>, usize) {
+pub fn to_events(batch: &CaptureBatch, settings: &ChantiersSettings) -> (Vec<NewEvent>, usize) {
     let mut events = Vec::with_capacity(batch.changes.len());
     let mut filtered = 0;
     for change in batch.changes.iter().filter(|c| !c.own_write) {
-        match to_event(change, now) {
+        match to_event(change) {
             Some(event) if selected(&event, settings) => events.push(event),
             _ => filtered += 1,
         }
@@ -180,7 +179,7 @@ pub fn to_events(
     (events, filtered)
 }
 
-fn to_event(change: &Change, now: DateTime<Utc>) -> Option<NewEvent> {
+fn to_event(change: &Change) -> Option<NewEvent> {
     let key = if change.key.trim().is_empty() {
         EMPTY_CODE_KEY
     } else {
@@ -196,7 +195,7 @@ fn to_event(change: &Change, now: DateTime<Utc>) -> Option<NewEvent> {
         source_version: change.version.clone(),
         operation: change.operation,
         payload,
-        source_modified_at: Some(now),
+        source_modified_at: change.committed_at,
     })
 }
 

@@ -14,6 +14,7 @@ fn upsert(n: usize, state: &str) -> Change {
         row: Some(row),
         version: format!("v{n}"),
         own_write: false,
+        committed_at: None,
     }
 }
 
@@ -38,22 +39,26 @@ fn the_state_filter_keeps_listed_states_deletes_and_invalid_rows() {
         row.cells
             .insert(role::START_DATE, Cell::Text("hier".into()));
     }
+    let committed = "2026-11-27T09:30:00Z".parse().expect("time");
     let delete = Change {
         key: "00000004".into(),
         operation: Operation::Delete,
         row: None,
         version: "v4".into(),
         own_write: false,
+        committed_at: Some(committed),
     };
     let changes = vec![upsert(1, "E"), upsert(2, "T"), invalid, delete];
-    let (events, filtered) = to_events(&batch(changes), &settings, Utc::now());
+    let (events, filtered) = to_events(&batch(changes), &settings);
     let keys: Vec<&str> = events.iter().map(|e| e.entity_key.as_str()).collect();
     assert_eq!(keys, ["00000001", "00000003", "00000004"]);
     assert_eq!(filtered, 1);
     assert_eq!(events[0].payload["code"], "00000001");
     assert!(events[1].payload.get("invalid").is_some());
     assert_eq!(events[2].operation, Operation::Delete);
-    assert!(events.iter().all(|e| e.source_modified_at.is_some()));
+    // The commit time where the source gave one, never the poll time.
+    assert_eq!(events[0].source_modified_at, None);
+    assert_eq!(events[2].source_modified_at, Some(committed));
 }
 
 #[test]
@@ -63,7 +68,7 @@ fn an_empty_code_gets_a_readable_key_and_our_own_writes_are_skipped() {
     let mut own = upsert(2, "E");
     own.own_write = true;
     let settings = ChantiersSettings::default();
-    let (events, _) = to_events(&batch(vec![empty, own]), &settings, Utc::now());
+    let (events, _) = to_events(&batch(vec![empty, own]), &settings);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].entity_key, EMPTY_CODE_KEY);
 }

@@ -135,6 +135,8 @@ fn change(key: &str, version: u64, row: Option<SourceRow>, full: bool, now: u64)
             format!("sim:{version}")
         },
         own_write: false,
+        // The simulation has no commit table: like a server that hides it.
+        committed_at: None,
     }
 }
 
